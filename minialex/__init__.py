@@ -1,0 +1,33 @@
+"""minialex: a from-scratch deep-learning engine on NumPy and CuPy, small enough to read.
+
+    import minialex as ma
+    import minialex.functional as F
+"""
+
+import numpy as _np
+
+from . import cuda, functional
+from .autograd import Tensor, is_grad_enabled, no_grad, tensor
+from .backend import manual_seed
+from .gradcheck import GradcheckError, gradcheck
+
+float32 = _np.float32
+float64 = _np.float64
+int64 = _np.int64
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GradcheckError",
+    "Tensor",
+    "cuda",
+    "float32",
+    "float64",
+    "functional",
+    "gradcheck",
+    "int64",
+    "is_grad_enabled",
+    "manual_seed",
+    "no_grad",
+    "tensor",
+]

@@ -1,0 +1,518 @@
+"""The autograd engine: Tensor, Function, the backward graph walk and ``no_grad``.
+
+A ``Tensor`` wraps an array (NumPy or CuPy). Every operation on tensors is a
+``Function``: its ``forward`` computes on arrays and saves what ``backward``
+needs; calling it records the function as the output's ``grad_fn`` together
+with its input tensors. The recorded functions form a graph from the loss back
+to the leaves (the tensors a user made).
+
+``loss.backward()`` walks that graph once, outputs before inputs (a
+topological order found without recursion), handing each function the
+gradient of its output and passing the gradients it returns on to its inputs.
+Leaves accumulate them in ``.grad``. The graph is freed as it is walked, so a
+second ``backward`` through it is an error, as in PyTorch.
+"""
+
+import numbers
+
+import numpy as np
+
+from . import backend
+
+# --------------------------------------------------------------------------- no_grad
+
+_grad_enabled = True
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+class no_grad:
+    """Context manager (and decorator) inside which no graph is recorded."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = False
+        return self
+
+    def __exit__(self, *exc_info):
+        global _grad_enabled
+        _grad_enabled = self._previous
+        return False
+
+    def __call__(self, function):
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return function(*args, **kwargs)
+
+        wrapper.__name__ = getattr(function, "__name__", "wrapper")
+        wrapper.__doc__ = getattr(function, "__doc__", None)
+        return wrapper
+
+
+# --------------------------------------------------------------------------- dtypes
+
+DEFAULT_FLOAT = np.dtype(np.float32)
+
+
+def is_float_dtype(dtype):
+    return np.issubdtype(dtype, np.floating)
+
+
+def _as_dtype(dtype):
+    try:
+        return np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"dtype must be a NumPy dtype or its name, got {dtype!r}") from error
+
+
+def _check_data_dtype(array):
+    kind = array.dtype.kind
+    if kind not in "biuf":
+        raise TypeError(
+            f"a Tensor holds booleans, integers or floats, got an array of dtype {array.dtype} "
+            "(complex, string and object arrays are not supported)"
+        )
+
+
+def _to_array(data, dtype=None, device=None):
+    """The array behind ``ma.tensor(data)``: always a fresh copy, Python floats -> float32."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if dtype is not None:
+        dtype = _as_dtype(dtype)
+    if backend.is_array(data):
+        array = data.copy()
+    else:
+        try:
+            array = np.array(data)
+        except (ValueError, TypeError) as error:
+            raise TypeError(f"cannot make a tensor from {type(data).__name__}: {error}") from error
+        # Python floats (and lists of them) would be float64 in NumPy; the engine's default is float32.
+        if dtype is None and array.dtype == np.float64 and not isinstance(data, np.generic):
+            array = array.astype(DEFAULT_FLOAT)
+    _check_data_dtype(array)
+    if dtype is not None and array.dtype != dtype:
+        array = array.astype(dtype)
+    if device is not None:
+        array = backend.to_device(array, backend.parse_device(device))
+    return array
+
+
+# --------------------------------------------------------------------------- Tensor
+
+
+class Tensor:
+    """An n-dimensional array that can record the operations made on it.
+
+    ``data`` is the NumPy or CuPy array, ``grad`` the accumulated gradient (a
+    Tensor, or None), ``grad_fn`` the Function that made it (None for a leaf).
+    """
+
+    # Make NumPy hand ``ndarray * Tensor`` to Tensor.__rmul__ instead of looping itself.
+    __array_priority__ = 1000
+
+    def __init__(self, data, requires_grad=False, dtype=None):
+        array = data if (backend.is_array(data) and dtype is None) else _to_array(data, dtype)
+        _check_data_dtype(array)
+        self.data = array
+        self.grad = None
+        self.grad_fn = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    @classmethod
+    def _from_function(cls, array, grad_fn):
+        tensor = cls.__new__(cls)
+        tensor.data = array
+        tensor.grad = None
+        tensor.grad_fn = grad_fn
+        tensor.requires_grad = grad_fn is not None
+        return tensor
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and not is_float_dtype(self.data.dtype):
+            raise TypeError(
+                f"only floating-point tensors can require gradients, got dtype {self.data.dtype}"
+            )
+        if not requires_grad and self.grad_fn is not None:
+            raise RuntimeError("requires_grad can only be switched off on a leaf tensor; use .detach()")
+        self.requires_grad = bool(requires_grad)
+        return self
+
+    # ----------------------------------------------------------------- attributes
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    @property
+    def is_leaf(self):
+        return self.grad_fn is None
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.shape[0]
+
+    def __repr__(self):
+        text = np.array2string(backend.to_numpy(self.data), separator=", ", prefix="tensor(")
+        extras = []
+        if self.dtype != DEFAULT_FLOAT:
+            extras.append(f"dtype={self.dtype}")
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{type(self.grad_fn).__name__}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([text] + extras) + ")"
+
+    # ----------------------------------------------------------------- conversion
+
+    def numpy(self):
+        """A NumPy copy of the data, from any device."""
+        return backend.to_numpy(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def detach(self):
+        """A new leaf sharing this tensor's data, cut off from the graph."""
+        return Tensor(self.data)
+
+    def to(self, device):
+        """This tensor on ``device``; gradients flow back to the original device."""
+        from .functional import to_device  # noqa: PLC0415 - functional imports this module
+
+        return to_device(self, device)
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, device=None):
+        return self.to("cuda" if device is None else f"cuda:{device}" if isinstance(device, int) else device)
+
+    # ----------------------------------------------------------------- backward
+
+    def backward(self, grad=None, retain_graph=False):
+        """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``.
+
+        ``grad`` is the gradient of some scalar with respect to this tensor;
+        it may be left out only when this tensor has a single element.
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() was called on a tensor that does not require grad and has no grad_fn "
+                "(make an input with requires_grad=True, outside no_grad)"
+            )
+        xp = backend.get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() without grad needs a tensor with one element, got shape {self.shape}; "
+                    "pass grad= (an array of that shape) or reduce to a scalar first (e.g. .sum())"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            if isinstance(grad, Tensor):
+                grad = grad.data
+            if not backend.is_array(grad):
+                grad = np.asarray(grad, dtype=self.dtype)
+            if backend.device_of(grad) != self.device:
+                raise RuntimeError(
+                    f"backward(grad=...) got a gradient on {backend.device_of(grad)} "
+                    f"for a tensor on {self.device}"
+                )
+            if tuple(grad.shape) != self.shape:
+                raise ValueError(
+                    f"backward(grad=...) got a gradient of shape {tuple(grad.shape)}, "
+                    f"expected the tensor's shape {self.shape}"
+                )
+            if grad.dtype != self.dtype:
+                grad = grad.astype(self.dtype)
+        run_backward(self, grad, retain_graph)
+
+    # ----------------------------------------------------------------- operators and methods
+    # Each one is a Function in functional.py; imported late because functional imports Tensor.
+
+    def __add__(self, other):
+        return _F().add(self, other)
+
+    def __radd__(self, other):
+        return _F().add(other, self)
+
+    def __sub__(self, other):
+        return _F().sub(self, other)
+
+    def __rsub__(self, other):
+        return _F().sub(other, self)
+
+    def __mul__(self, other):
+        return _F().mul(self, other)
+
+    def __rmul__(self, other):
+        return _F().mul(other, self)
+
+    def __truediv__(self, other):
+        return _F().div(self, other)
+
+    def __rtruediv__(self, other):
+        return _F().div(other, self)
+
+    def __matmul__(self, other):
+        return _F().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return _F().matmul(other, self)
+
+    def __pow__(self, exponent):
+        return _F().pow(self, exponent)
+
+    def __neg__(self):
+        return _F().neg(self)
+
+    def __pos__(self):
+        return self
+
+    def __getitem__(self, key):
+        return _F().getitem(self, key)
+
+    def reshape(self, *shape):
+        return _F().reshape(self, *shape)
+
+    def transpose(self, *axes):
+        return _F().transpose(self, *axes)
+
+    @property
+    def T(self):
+        return _F().transpose(self)
+
+    def flatten(self, start_dim=0):
+        return _F().flatten(self, start_dim)
+
+    def sum(self, axis=None, keepdims=False):
+        return _F().sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return _F().mean(self, axis, keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return _F().max(self, axis, keepdims)
+
+    def exp(self):
+        return _F().exp(self)
+
+    def log(self):
+        return _F().log(self)
+
+    def relu(self):
+        return _F().relu(self)
+
+
+def _F():
+    from . import functional  # noqa: PLC0415 - functional imports this module
+
+    return functional
+
+
+def tensor(data, dtype=None, requires_grad=False, device=None):
+    """A new leaf Tensor holding a copy of ``data`` (scalar, list, NumPy or CuPy array).
+
+    Python floats become float32; NumPy arrays keep their dtype. ``device`` is
+    "cpu", "cuda" or "cuda:N"; None keeps the data's own device.
+    """
+    return Tensor(_to_array(data, dtype, device), requires_grad=requires_grad)
+
+
+def as_tensor(value, like):
+    """``value`` as a Tensor; Python scalars take ``like``'s dtype and device, as in PyTorch."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, numbers.Number) and not isinstance(value, bool | np.bool_):
+        dtype = like.dtype
+        if not is_float_dtype(dtype) and isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+            dtype = DEFAULT_FLOAT  # int tensor * 2.5 is a float32 tensor, never a truncation
+        xp = backend.get_array_module(like.data)
+        with _on_device_of(like.data):
+            return Tensor(xp.asarray(value, dtype=dtype))
+    if backend.is_array(value):
+        return Tensor(value)
+    return tensor(value)
+
+
+class _on_device_of:
+    """Make new CuPy arrays on the same GPU as ``array`` (a no-op on the CPU)."""
+
+    def __init__(self, array):
+        self._device = array.device if backend.is_cuda_array(array) else None
+
+    def __enter__(self):
+        if self._device is not None:
+            self._device.__enter__()
+
+    def __exit__(self, *exc_info):
+        if self._device is not None:
+            self._device.__exit__(*exc_info)
+        return False
+
+
+# --------------------------------------------------------------------------- Function
+
+
+class Function:
+    """One differentiable operation: ``forward`` on arrays, ``backward`` on gradients.
+
+    Subclasses implement ``forward(*arrays) -> array`` (saving what backward
+    needs on ``self``) and ``backward(grad_output) -> grad or tuple of grads``,
+    one per input, None where an input needs none. A returned gradient may have
+    the broadcast shape of the output: the engine sums it back to the input's
+    shape. ``backward`` must not modify ``grad_output`` in place.
+    ``self.needs_input_grad`` tells backward which inputs want a gradient.
+
+    Call it as ``MyFunction()(tensor_a, tensor_b, **options)``.
+    """
+
+    def __call__(self, *inputs, **options):
+        tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
+        _check_same_device(type(self).__name__, tensors)
+        record = _grad_enabled and any(t.requires_grad for t in tensors)
+        self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
+        output = self.forward(*[t.data for t in tensors], **options)
+        if not record:
+            return Tensor._from_function(output, None)
+        self.inputs = tensors
+        return Tensor._from_function(output, self)
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, grad_output):
+        raise NotImplementedError
+
+    def _release(self):
+        """Drop the inputs and everything forward saved: the graph is freed."""
+        self.__dict__.clear()
+        self.inputs = None
+
+
+def _check_same_device(name, tensors):
+    devices = {t.device for t in tensors}
+    if len(devices) > 1:
+        shown = ", ".join(f"{t.device} {t.shape}" for t in tensors)
+        raise RuntimeError(
+            f"{name}: all tensors must be on one device, got tensors on {sorted(devices)} ({shown}); "
+            "move them with .to(device)"
+        )
+
+
+# --------------------------------------------------------------------------- the graph walk
+
+
+def sum_to(grad, shape):
+    """Sum a broadcast gradient back to ``shape`` (the inverse of broadcasting)."""
+    if tuple(grad.shape) == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        extra + i for i, size in enumerate(shape) if size == 1 and grad.shape[extra + i] != 1
+    )
+    grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape)
+
+
+def _topological_order(root):
+    """Functions reachable from ``root``, each before the functions of its inputs.
+
+    Depth-first with an explicit stack (no recursion, so a 10,000-op chain is
+    fine); the reverse of the post-order is a topological order.
+    """
+    post_order = []
+    visited = {root}
+    stack = [(root, False)]
+    while stack:
+        function, expanded = stack.pop()
+        if expanded:
+            post_order.append(function)
+            continue
+        if function.inputs is None:
+            raise RuntimeError(
+                "Trying to backward through the graph a second time: its saved values were "
+                "freed by the first backward (call backward(retain_graph=True) the first time "
+                "if you need to go through it twice)"
+            )
+        stack.append((function, True))
+        for tensor in function.inputs:
+            parent = tensor.grad_fn
+            if parent is not None and parent not in visited:
+                visited.add(parent)
+                stack.append((parent, False))
+    post_order.reverse()
+    return post_order
+
+
+def run_backward(output, grad, retain_graph=False):
+    """Push ``grad`` (the gradient w.r.t. ``output``) back to every leaf."""
+    # Arrays already handed to a leaf's .grad in this pass (plus the caller's
+    # seed): a leaf must own its gradient, so a shared array is copied first.
+    stored = {id(grad)}
+    if output.grad_fn is None:
+        _accumulate(output, grad, stored)
+        return
+    pending = {output.grad_fn: grad}  # function -> gradient of its output, summed so far
+    for function in _topological_order(output.grad_fn):
+        grad_output = pending.pop(function, None)
+        if grad_output is None:  # no gradient reached it (e.g. only through inputs that need none)
+            if not retain_graph:
+                function._release()
+            continue
+        input_grads = function.backward(grad_output)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        for tensor, input_grad in zip(function.inputs, input_grads):
+            if input_grad is None or not tensor.requires_grad:
+                continue
+            input_grad = sum_to(input_grad, tensor.shape)
+            if input_grad.dtype != tensor.dtype:
+                input_grad = input_grad.astype(tensor.dtype)
+            if tensor.grad_fn is None:
+                _accumulate(tensor, input_grad, stored)
+            elif tensor.grad_fn in pending:
+                pending[tensor.grad_fn] = pending[tensor.grad_fn] + input_grad
+            else:
+                pending[tensor.grad_fn] = input_grad
+        if not retain_graph:
+            function._release()
+
+
+def _accumulate(leaf, grad, stored):
+    if leaf.grad is None:
+        # A view (broadcast, reshape) or an array already given to another leaf
+        # would alias: copy so each leaf's .grad is its own array.
+        if grad.base is not None or id(grad) in stored:
+            grad = grad.copy()
+        stored.add(id(grad))
+        leaf.grad = Tensor(grad)
+    else:
+        leaf.grad = Tensor(leaf.grad.data + grad)

@@ -1,0 +1,22 @@
+"""ReLU, the activation after every AlexNet conv and fc layer.
+
+    forward:  y = max(x, 0)
+    backward: dx = dy * [x > 0]      (the gradient at x == 0 is 0, as in PyTorch)
+
+Shapes: any; y and dx have x's shape and dtype.
+"""
+
+from ..backend import get_array_module
+
+
+def relu_forward(x):
+    """y = max(x, 0). The cache is the mask x > 0, all that backward needs."""
+    xp = get_array_module(x)
+    positive = x > 0
+    return xp.maximum(x, 0, dtype=x.dtype), positive
+
+
+def relu_backward(dout, positive):
+    """dx = dout where x > 0, else 0."""
+    xp = get_array_module(dout)
+    return xp.where(positive, dout, xp.zeros((), dtype=dout.dtype))

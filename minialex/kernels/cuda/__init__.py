@@ -1,0 +1,1 @@
+"""CuPy-only fast paths (ElementwiseKernel / RawKernel) that the kernels above call on GPU arrays."""
