@@ -1,0 +1,212 @@
+"""2-D convolution as im2col + one matrix multiply.
+
+A convolution slides a (C, kh, kw) window over the zero-padded image and takes
+a dot product with each filter at every output position:
+
+    out[n, o, y, x] = bias[o] + sum_{c, i, j} W[o, c, i, j] * x_padded[n, c, y*sh + i, x*sw + j]
+
+im2col copies every window into one column of a matrix ``col`` of shape
+(C*kh*kw, N*oh*ow), so the whole convolution becomes a single GEMM:
+``W.reshape(O, C*kh*kw) @ col`` -> (O, N*oh*ow). The copy costs memory
+(each pixel appears up to kh*kw times) but buys the speed of the BLAS / cuBLAS
+matrix multiply. With ``groups`` G the channels split into G independent
+convolutions, which is one *batched* GEMM over a leading group axis.
+
+Backward is the same GEMM transposed:
+
+    dW   = dout_cols @ col.T                (per group)
+    dcol = W.T @ dout_cols                  (per group)
+    dx   = col2im(dcol)                     (the adjoint of im2col: overlaps sum)
+    db   = dout summed over n, y, x
+
+Every function here takes and returns plain arrays (NumPy or CuPy: the array
+module comes from the inputs) and knows nothing about autograd.
+"""
+
+from minialex.backend import get_array_module
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """Output length along one axis: floor((size + 2*padding - kernel) / stride) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _window_slices(offset, out_size, stride):
+    """Rows (or columns) of the padded image that kernel offset ``offset`` touches.
+
+    Output position y reads padded row y*stride + offset, for y = 0 .. out_size-1.
+    """
+    return slice(offset, offset + stride * (out_size - 1) + 1, stride)
+
+
+def im2col(x, kh, kw, stride, padding):
+    """Unfold every kh x kw window of ``x`` into a column.
+
+    x (N, C, H, W) -> col (C*kh*kw, N*oh*ow) with
+        col[c*kh*kw + i*kw + j, n*oh*ow + y*ow + x] = x_padded[n, c, y*sh + i, x*sw + j]
+    and zero padding of (ph, pw) on each side.
+
+    Rather than looping over the N*oh*ow windows, loop over the kh*kw kernel
+    offsets (i, j): for a fixed offset, the pixels read by all windows form one
+    strided slice of the padded image, copied in a single vectorised assignment.
+    """
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    sh, sw = stride
+    ph, pw = padding
+    oh = conv_output_size(H, kh, sh, ph)
+    ow = conv_output_size(W, kw, sw, pw)
+    assert oh > 0 and ow > 0, f"kernel {kh}x{kw} larger than padded input {x.shape}"
+
+    if ph or pw:
+        x_padded = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+        x_padded[:, :, ph:ph + H, pw:pw + W] = x
+    else:
+        x_padded = x
+
+    # Filled through a 6-D view whose axis order is the row/column order of
+    # ``col``, so the final reshape to 2-D is free (no copy).
+    col = xp.empty((C, kh, kw, N, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        rows = _window_slices(i, oh, sh)
+        for j in range(kw):
+            cols = _window_slices(j, ow, sw)
+            # (N, C, oh, ow) -> (C, N, oh, ow): the assignment does the transpose.
+            col[:, i, j] = x_padded[:, :, rows, cols].transpose(1, 0, 2, 3)
+    return col.reshape(C * kh * kw, N * oh * ow)
+
+
+def col2im(col, x_shape, kh, kw, stride, padding):
+    """The adjoint of im2col: add every column entry back onto its pixel.
+
+    col (C*kh*kw, N*oh*ow) -> x (N, C, H, W), with x_shape = (N, C, H, W).
+    A pixel covered by several windows receives the SUM of their entries, which
+    is exactly what the gradient of im2col needs (<im2col(x), c> == <x, col2im(c)>).
+
+    Same loop over kernel offsets as im2col, with ``+=`` into a zero padded
+    buffer instead of a copy out of it; the padding is cropped at the end.
+    Within one offset the strided slice touches each pixel at most once, so
+    ``+=`` on a slice is safe (no np.add.at needed).
+    """
+    xp = get_array_module(col)
+    N, C, H, W = x_shape
+    sh, sw = stride
+    ph, pw = padding
+    oh = conv_output_size(H, kh, sh, ph)
+    ow = conv_output_size(W, kw, sw, pw)
+    assert col.shape == (C * kh * kw, N * oh * ow), (
+        f"col shape {col.shape} does not match x_shape {x_shape} with kernel {kh}x{kw}, "
+        f"stride {stride}, padding {padding}: expected {(C * kh * kw, N * oh * ow)}"
+    )
+
+    col = col.reshape(C, kh, kw, N, oh, ow)
+    x_padded = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
+    for i in range(kh):
+        rows = _window_slices(i, oh, sh)
+        for j in range(kw):
+            cols = _window_slices(j, ow, sw)
+            x_padded[:, :, rows, cols] += col[:, i, j].transpose(1, 0, 2, 3)
+    if ph or pw:
+        # A contiguous copy, so the gradient does not keep the padded buffer alive.
+        return xp.ascontiguousarray(x_padded[:, :, ph:ph + H, pw:pw + W])
+    return x_padded
+
+
+def conv2d_forward(x, weight, bias, stride, padding, groups):
+    """Grouped 2-D convolution (cross-correlation, as PyTorch).
+
+    x (N, C, H, W), weight (O, C//G, kh, kw), bias (O,) or None -> out (N, O, oh, ow)
+
+        out[n, o] = bias[o] + sum over the C/G input channels of o's group g = o // (O/G)
+                    of W[o, c] correlated with x_padded[n, g*C/G + c]
+
+    Computed as im2col and ONE batched GEMM over the G groups:
+        col    (C*kh*kw, N*oh*ow)      viewed as (G, C/G*kh*kw, N*oh*ow)
+        weight (O, C/G, kh, kw)        viewed as (G, O/G, C/G*kh*kw)
+        out = weight @ col             -> (G, O/G, N*oh*ow) -> (N, O, oh, ow)
+
+    Returns (out, cache). The cache holds exactly what conv2d_backward needs:
+    ``col`` (for dW), ``weight`` (for dx), ``x_shape`` (to fold dcol back with
+    col2im), ``kernel_size``, ``stride``, ``padding``, ``groups`` and ``has_bias``.
+    ``x`` itself is not kept: ``col`` already holds every value dW needs.
+    """
+    xp = get_array_module(x, weight)
+    N, C, H, W = x.shape
+    O, C_per_group, kh, kw = weight.shape
+    G = groups
+    assert C % G == 0 and O % G == 0 and C_per_group == C // G, (
+        f"weight {weight.shape} does not fit input {x.shape} with groups={groups}"
+    )
+    assert weight.dtype == x.dtype, f"weight dtype {weight.dtype} != input dtype {x.dtype}"
+    assert bias is None or bias.shape == (O,), f"bias shape {bias.shape} != ({O},)"
+    oh = conv_output_size(H, kh, stride[0], padding[0])
+    ow = conv_output_size(W, kw, stride[1], padding[1])
+
+    col = im2col(x, kh, kw, stride, padding)
+    # Both reshapes are views: the rows of col and of weight are ordered
+    # (channel, i, j) with channels of one group adjacent.
+    col_groups = col.reshape(G, C_per_group * kh * kw, N * oh * ow)
+    weight_groups = weight.reshape(G, O // G, C_per_group * kh * kw)
+    out_cols = xp.matmul(weight_groups, col_groups)  # (G, O/G, N*oh*ow)
+
+    out_cols = out_cols.reshape(O, N * oh * ow)
+    if bias is not None:
+        # Added in place on the GEMM output, before the one unavoidable
+        # transpose-copy to NCHW, so no extra temporary.
+        out_cols += bias.reshape(O, 1)
+    out = xp.ascontiguousarray(out_cols.reshape(O, N, oh, ow).transpose(1, 0, 2, 3))
+
+    cache = {
+        "col": col,
+        "weight": weight,
+        "x_shape": x.shape,
+        "kernel_size": (kh, kw),
+        "stride": stride,
+        "padding": padding,
+        "groups": groups,
+        "has_bias": bias is not None,
+    }
+    return out, cache
+
+
+def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True):
+    """Gradients of conv2d_forward.
+
+    dout (N, O, oh, ow) -> dx (N, C, H, W) or None, dweight (O, C/G, kh, kw), dbias (O,) or None
+
+    With dout_cols = dout as (G, O/G, N*oh*ow) and col, weight grouped as in forward:
+        dweight = dout_cols @ col.T          (G, O/G, C/G*kh*kw)
+        dcol    = weight.T @ dout_cols       (G, C/G*kh*kw, N*oh*ow)
+        dx      = col2im(dcol)
+        dbias   = dout summed over n, y, x
+    ``need_input_grad=False`` (e.g. the first layer, whose input is the data)
+    skips the dcol GEMM and the col2im; dbias is None when not needed or when
+    the forward had no bias.
+    """
+    xp = get_array_module(dout)
+    col = cache["col"]
+    weight = cache["weight"]
+    kh, kw = cache["kernel_size"]
+    G = cache["groups"]
+    N, O, oh, ow = dout.shape
+    assert O == weight.shape[0], f"dout {dout.shape} does not match weight {weight.shape}"
+    assert col.shape[1] == N * oh * ow, f"dout {dout.shape} does not match the cached col {col.shape}"
+
+    # NCHW -> (O, N*oh*ow): the same column order as col. One copy.
+    dout_cols = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, O // G, N * oh * ow)
+    col_groups = col.reshape(G, -1, N * oh * ow)
+    weight_groups = weight.reshape(G, O // G, -1)
+
+    dweight = xp.matmul(dout_cols, col_groups.transpose(0, 2, 1)).reshape(weight.shape)
+
+    dbias = None
+    if need_bias_grad and cache["has_bias"]:
+        # Summing the contiguous last axis of dout_cols is cheaper than dout.sum((0, 2, 3)).
+        dbias = dout_cols.sum(axis=2).reshape(O)
+
+    dx = None
+    if need_input_grad:
+        dcol = xp.matmul(weight_groups.transpose(0, 2, 1), dout_cols)  # (G, C/G*kh*kw, N*oh*ow)
+        dx = col2im(dcol.reshape(-1, N * oh * ow), cache["x_shape"], kh, kw,
+                    cache["stride"], cache["padding"])
+    return dx, dweight, dbias

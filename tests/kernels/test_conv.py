@@ -1,0 +1,290 @@
+"""Tests of minialex.kernels.conv against naive loop references, torch and CuPy."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minialex.backend import cuda_available
+from minialex.kernels.conv import (
+    col2im,
+    conv2d_backward,
+    conv2d_forward,
+    conv_output_size,
+    im2col,
+)
+
+# --------------------------------------------------------------------------- naive references
+# Plain Python loops, written straight from the definitions: slow but obviously right.
+
+
+def pad(x, padding):
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def naive_im2col(x, kh, kw, stride, padding):
+    N, C, H, W = x.shape
+    oh = (H + 2 * padding[0] - kh) // stride[0] + 1
+    ow = (W + 2 * padding[1] - kw) // stride[1] + 1
+    xp_ = pad(x, padding)
+    col = np.zeros((C * kh * kw, N * oh * ow), dtype=x.dtype)
+    for n in range(N):
+        for y in range(oh):
+            for x_ in range(ow):
+                for c in range(C):
+                    for i in range(kh):
+                        for j in range(kw):
+                            col[c * kh * kw + i * kw + j, n * oh * ow + y * ow + x_] = xp_[
+                                n, c, y * stride[0] + i, x_ * stride[1] + j
+                            ]
+    return col
+
+
+def naive_conv2d(x, w, b, stride, padding, groups):
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    Og = O // groups
+    oh = (H + 2 * padding[0] - kh) // stride[0] + 1
+    ow = (W + 2 * padding[1] - kw) // stride[1] + 1
+    xp_ = pad(x, padding)
+    out = np.zeros((N, O, oh, ow), dtype=x.dtype)
+    for n in range(N):
+        for o in range(O):
+            g = o // Og
+            for y in range(oh):
+                for x_ in range(ow):
+                    window = xp_[n, g * Cg:(g + 1) * Cg,
+                                 y * stride[0]:y * stride[0] + kh,
+                                 x_ * stride[1]:x_ * stride[1] + kw]
+                    out[n, o, y, x_] = np.sum(window * w[o]) + (0.0 if b is None else b[o])
+    return out
+
+
+def naive_conv2d_grads(x, w, dout, stride, padding, groups):
+    """(dx, dw, db) by the chain rule, one output pixel at a time."""
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    Og = O // groups
+    _, _, oh, ow = dout.shape
+    ph, pw = padding
+    xp_ = pad(x, padding)
+    dx_padded = np.zeros_like(xp_)
+    dw = np.zeros_like(w)
+    for n in range(N):
+        for o in range(O):
+            g = o // Og
+            for y in range(oh):
+                for x_ in range(ow):
+                    rows = slice(y * stride[0], y * stride[0] + kh)
+                    cols = slice(x_ * stride[1], x_ * stride[1] + kw)
+                    chans = slice(g * Cg, (g + 1) * Cg)
+                    dw[o] += dout[n, o, y, x_] * xp_[n, chans, rows, cols]
+                    dx_padded[n, chans, rows, cols] += dout[n, o, y, x_] * w[o]
+    dx = dx_padded[:, :, ph:ph + H, pw:pw + W]
+    db = dout.sum(axis=(0, 2, 3))
+    return dx, dw, db
+
+
+def assert_close(actual, expected, rtol=1e-10):
+    scale = max(np.abs(expected).max(), 1.0)
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
+
+
+# (N, C, H, W, O, kh, kw, stride, padding, groups): small, but covering every knob.
+GEOMETRIES = [
+    (2, 3, 5, 5, 4, 3, 3, (1, 1), (0, 0), 1),   # plain
+    (2, 3, 7, 6, 2, 3, 3, (2, 2), (1, 1), 1),   # stride, padding, non-square image
+    (1, 4, 6, 8, 6, 2, 3, (1, 2), (2, 0), 2),   # non-square kernel, asymmetric stride/padding, groups
+    (2, 6, 5, 7, 6, 3, 1, (2, 1), (0, 1), 3),   # 3 groups, 3x1 kernel
+    (1, 4, 9, 9, 4, 5, 5, (3, 3), (2, 2), 4),   # depthwise, stride not dividing the span
+    (3, 2, 4, 4, 3, 1, 1, (1, 1), (0, 0), 1),   # 1x1 conv
+    (1, 2, 4, 5, 2, 4, 5, (1, 1), (0, 0), 1),   # kernel as large as the image: one output
+]
+
+
+def random_problem(geometry, rng, dtype=np.float64):
+    N, C, H, W, O, kh, kw, stride, padding, groups = geometry
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((O, C // groups, kh, kw)).astype(dtype)
+    b = rng.standard_normal(O).astype(dtype)
+    return x, w, b, stride, padding, groups
+
+
+# --------------------------------------------------------------------------- im2col / col2im
+
+
+def test_conv_output_size_is_the_floor_formula():
+    assert conv_output_size(227, 11, 4, 0) == 55
+    assert conv_output_size(27, 5, 1, 2) == 27
+    assert conv_output_size(13, 3, 1, 1) == 13
+    assert conv_output_size(8, 3, 2, 0) == 3   # floor, trailing row unused
+    assert conv_output_size(4, 4, 1, 0) == 1
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_im2col_matches_naive_window_copy(geometry):
+    rng = np.random.default_rng(0)
+    N, C, H, W, O, kh, kw, stride, padding, groups = geometry
+    x = rng.standard_normal((N, C, H, W))
+    np.testing.assert_array_equal(im2col(x, kh, kw, stride, padding),
+                                  naive_im2col(x, kh, kw, stride, padding))
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    N=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(1, 7), W=st.integers(1, 7),
+    kh=st.integers(1, 4), kw=st.integers(1, 4), sh=st.integers(1, 3), sw=st.integers(1, 3),
+    ph=st.integers(0, 2), pw=st.integers(0, 2), seed=st.integers(0, 2**32 - 1),
+)
+def test_col2im_is_adjoint_of_im2col(N, C, H, W, kh, kw, sh, sw, ph, pw, seed):
+    # The window must fit inside the padded image.
+    kh = min(kh, H + 2 * ph)
+    kw = min(kw, W + 2 * pw)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, C, H, W))
+    col_shape = im2col(x, kh, kw, (sh, sw), (ph, pw)).shape
+    c = rng.standard_normal(col_shape)
+    lhs = np.sum(im2col(x, kh, kw, (sh, sw), (ph, pw)) * c)
+    rhs = np.sum(x * col2im(c, x.shape, kh, kw, (sh, sw), (ph, pw)))
+    assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
+
+
+def test_col2im_sums_overlapping_windows():
+    # All-ones columns: each pixel receives the number of windows covering it.
+    x_shape = (1, 1, 4, 4)
+    col = np.ones((9, 4))  # 3x3 kernel, stride 1, no padding -> 2x2 outputs
+    counts = col2im(col, x_shape, 3, 3, (1, 1), (0, 0))[0, 0]
+    expected = np.array([[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]])
+    np.testing.assert_array_equal(counts, expected)
+
+
+# --------------------------------------------------------------------------- conv forward / backward
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_conv2d_forward_matches_naive_loops(geometry):
+    x, w, b, stride, padding, groups = random_problem(geometry, np.random.default_rng(1))
+    out, _ = conv2d_forward(x, w, b, stride, padding, groups)
+    assert_close(out, naive_conv2d(x, w, b, stride, padding, groups))
+    out_nobias, _ = conv2d_forward(x, w, None, stride, padding, groups)
+    assert_close(out_nobias, naive_conv2d(x, w, None, stride, padding, groups))
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+def test_conv2d_backward_matches_naive_chain_rule(geometry):
+    rng = np.random.default_rng(2)
+    x, w, b, stride, padding, groups = random_problem(geometry, rng)
+    out, cache = conv2d_forward(x, w, b, stride, padding, groups)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = conv2d_backward(dout, cache)
+    dx_ref, dw_ref, db_ref = naive_conv2d_grads(x, w, dout, stride, padding, groups)
+    assert dx.shape == x.shape and dw.shape == w.shape and db.shape == b.shape
+    assert_close(dx, dx_ref)
+    assert_close(dw, dw_ref)
+    assert_close(db, db_ref)
+
+
+def test_conv2d_forward_alexnet_conv1_geometry():
+    # 11x11 stride 4 on 227x227 -> 55x55, as in the paper's first layer.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3, 227, 227))
+    w = rng.standard_normal((2, 3, 11, 11))
+    b = rng.standard_normal(2)
+    out, _ = conv2d_forward(x, w, b, (4, 4), (0, 0), 1)
+    assert out.shape == (1, 2, 55, 55)
+    assert_close(out, naive_conv2d(x, w, b, (4, 4), (0, 0), 1))
+
+
+def test_conv2d_backward_without_input_grad_gives_same_weight_grad():
+    rng = np.random.default_rng(4)
+    x, w, b, stride, padding, groups = random_problem(GEOMETRIES[2], rng)
+    out, cache = conv2d_forward(x, w, b, stride, padding, groups)
+    dout = rng.standard_normal(out.shape)
+    dx, dw, db = conv2d_backward(dout, cache)
+    dx_skip, dw_skip, db_skip = conv2d_backward(dout, cache, need_input_grad=False)
+    assert dx is not None and dx_skip is None
+    np.testing.assert_array_equal(dw_skip, dw)
+    np.testing.assert_array_equal(db_skip, db)
+
+
+def test_conv2d_backward_bias_grad_is_none_when_not_needed_or_absent():
+    rng = np.random.default_rng(5)
+    x, w, b, stride, padding, groups = random_problem(GEOMETRIES[0], rng)
+    out, cache = conv2d_forward(x, w, b, stride, padding, groups)
+    dout = rng.standard_normal(out.shape)
+    assert conv2d_backward(dout, cache, need_bias_grad=False)[2] is None
+    out, cache = conv2d_forward(x, w, None, stride, padding, groups)
+    assert conv2d_backward(dout, cache)[2] is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_conv2d_keeps_input_dtype(dtype):
+    rng = np.random.default_rng(6)
+    x, w, b, stride, padding, groups = random_problem(GEOMETRIES[2], rng, dtype=dtype)
+    out, cache = conv2d_forward(x, w, b, stride, padding, groups)
+    dx, dw, db = conv2d_backward(np.ones_like(out), cache)
+    assert im2col(x, 2, 3, stride, padding).dtype == dtype
+    for array in (out, dx, dw, db):
+        assert array.dtype == dtype
+
+
+# --------------------------------------------------------------------------- against PyTorch
+
+TORCH_GEOMETRIES = GEOMETRIES + [
+    # AlexNet conv2 at small channel counts: 5x5 pad 2, 2 groups, on 27x27.
+    (2, 8, 27, 27, 12, 5, 5, (1, 1), (2, 2), 2),
+    # AlexNet conv1 at small channel counts: 11x11 stride 4 on 227x227.
+    (1, 3, 227, 227, 4, 11, 11, (4, 4), (0, 0), 1),
+]
+
+
+@pytest.mark.parametrize("geometry", TORCH_GEOMETRIES)
+def test_conv2d_forward_and_grads_match_torch_float32(geometry):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    x, w, b, stride, padding, groups = random_problem(geometry, rng, dtype=np.float32)
+    out, cache = conv2d_forward(x, w, b, stride, padding, groups)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    dx, dw, db = conv2d_backward(dout, cache)
+
+    xt = torch.tensor(x, requires_grad=True)
+    wt = torch.tensor(w, requires_grad=True)
+    bt = torch.tensor(b, requires_grad=True)
+    out_t = torch.nn.functional.conv2d(xt, wt, bt, stride=stride, padding=padding, groups=groups)
+    out_t.backward(torch.tensor(dout))
+
+    # Float32 sums of K terms carry round-off ~ sqrt(K) * eps * |terms|: scale atol to the data.
+    for ours, theirs in ((out, out_t), (dx, xt.grad), (dw, wt.grad), (db, bt.grad)):
+        theirs = theirs.detach().numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5 * max(np.abs(theirs).max(), 1.0))
+
+
+# --------------------------------------------------------------------------- on the GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="CuPy with a CUDA device is not available")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES[1:5] + TORCH_GEOMETRIES[-2:])
+def test_conv2d_on_cupy_matches_numpy(geometry, dtype):
+    import cupy  # noqa: PLC0415 - only reached where cuda_available()
+
+    rng = np.random.default_rng(8)
+    x, w, b, stride, padding, groups = random_problem(geometry, rng, dtype=dtype)
+    out, cache = conv2d_forward(x, w, b, stride, padding, groups)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    grads = conv2d_backward(dout, cache)
+
+    out_gpu, cache_gpu = conv2d_forward(cupy.asarray(x), cupy.asarray(w), cupy.asarray(b),
+                                        stride, padding, groups)
+    grads_gpu = conv2d_backward(cupy.asarray(dout), cache_gpu)
+
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    for ours_gpu, ref in zip((out_gpu,) + grads_gpu, (out,) + grads):
+        assert isinstance(ours_gpu, cupy.ndarray) and ours_gpu.dtype == dtype
+        np.testing.assert_allclose(cupy.asnumpy(ours_gpu), ref, rtol=rtol,
+                                   atol=rtol * max(np.abs(ref).max(), 1.0))
+    kh, kw = w.shape[2:]
+    np.testing.assert_array_equal(cupy.asnumpy(im2col(cupy.asarray(x), kh, kw, stride, padding)),
+                                  im2col(x, kh, kw, stride, padding))
