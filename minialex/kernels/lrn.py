@@ -1,0 +1,133 @@
+"""Local response normalisation (LRN) across channels, as in PyTorch.
+
+Each activation is damped by the energy of its neighbours in nearby channels
+at the same pixel, a form of "lateral inhibition" (AlexNet, section 3.3):
+
+    scale_c = k + alpha/size * sum_{j in window(c)} a_j^2
+    b_c     = a_c * scale_c^(-beta)
+
+window(c) = channels c - size//2 ... c + (size-1)//2, the channels past either
+edge counting as zeros (for even sizes the window reaches one channel further
+back than forward). The forward pass saves x, scale and scale^(-beta); the
+backward pass needs all three and so recomputes no power.
+
+Which alpha? Three conventions are in use:
+  * Krizhevsky et al. 2012 write scale = k + alpha * sum a_j^2 with alpha NOT
+    divided by n, and use k = 2, n = 5, alpha = 1e-4, beta = 0.75. To get the
+    paper's layer from this function, pass alpha = alpha_paper * size, i.e.
+    ``local_response_norm_forward(x, size=5, alpha=5e-4, beta=0.75, k=2.0)``.
+  * Caffe and PyTorch divide alpha by size, as this function does, so their
+    AlexNet setting (size 5, alpha 1e-4, beta 0.75, k 2) has a neighbour term
+    5x smaller than the paper's.
+
+Shapes: x (N, C, ...) -> out of the same shape and dtype; the usual case is
+(N, C, H, W), and (N, C, L) and more trailing axes work as in PyTorch.
+
+Channel windows are computed as shifted sums: the loop runs over the `size`
+channel offsets, adding channel-shifted slices of a zero-padded array, never
+over pixels or channels.
+"""
+
+import numbers
+from typing import NamedTuple
+
+from minialex.backend import get_array_module
+
+
+class LRNCache(NamedTuple):
+    """What local_response_norm_forward saves for local_response_norm_backward."""
+
+    x: object  # the input a
+    scale: object  # k + alpha/size * windowed sum of a^2, same shape as x
+    scale_pow: object  # scale^(-beta), the factor that multiplies x
+    size: int
+    alpha: float
+    beta: float
+
+
+def _channel_window_sum(a, before, after):
+    """sum_{j = c - before}^{c + after} a[:, j], zero outside 0..C-1, for every channel c.
+
+    Pads the channel axis with `before` zeros in front and `after` behind, then
+    adds the size = before + after + 1 channel-shifted slices: slice `offset`
+    holds channel c + offset - before at position c.
+    """
+    xp = get_array_module(a)
+    channels = a.shape[1]
+    size = before + after + 1
+    padded = xp.zeros((a.shape[0], channels + size - 1) + a.shape[2:], dtype=a.dtype)
+    padded[:, before : before + channels] = a
+    window_sum = padded[:, 0:channels].copy()
+    for offset in range(1, size):
+        window_sum += padded[:, offset : offset + channels]
+    return window_sum
+
+
+def _check_arguments(x, size, alpha, beta, k):
+    if getattr(x, "ndim", 0) < 3:
+        raise ValueError(
+            f"local_response_norm expects x of shape (N, C, ...) with at least 3 axes, "
+            f"got shape {getattr(x, 'shape', None)}"
+        )
+    if x.dtype.kind != "f":
+        raise TypeError(f"local_response_norm expects a floating-point x, got dtype {x.dtype}")
+    if not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+
+
+def local_response_norm_forward(x, size, alpha, beta, k):
+    """Cross-channel LRN, PyTorch's semantics.
+
+        scale_c = k + alpha/size * sum_{j = c - size//2}^{c + (size-1)//2} a_j^2
+        b_c     = a_c * scale_c^(-beta)
+
+    Args:
+        x: (N, C, ...) floating array (NumPy or CuPy), channels on axis 1.
+        size: number of channels in the window (odd or even).
+        alpha, beta, k: the constants above (alpha is divided by size).
+
+    Returns:
+        out: same shape and dtype as x.
+        cache: LRNCache with x, scale and scale^(-beta) (each shaped like x)
+            and the constants size, alpha, beta.
+    """
+    _check_arguments(x, size, alpha, beta, k)
+    size, alpha, beta, k = int(size), float(alpha), float(beta), float(k)
+    window_sum = _channel_window_sum(x * x, before=size // 2, after=(size - 1) // 2)
+    scale = k + (alpha / size) * window_sum
+    scale_pow = scale ** (-beta)
+    out = x * scale_pow
+    return out, LRNCache(x, scale, scale_pow, size, alpha, beta)
+
+
+def local_response_norm_backward(dout, cache):
+    """Gradient of LRN with respect to its input.
+
+    b_c depends on a_i directly (i = c) and through scale_c for every i in
+    window(c), with d scale_c / d a_i = 2 * alpha/size * a_i. Hence
+
+        dx_i = dout_i * scale_i^(-beta)
+               - (2*alpha*beta/size) * a_i * sum_{c : i in window(c)} dout_c * a_c * scale_c^(-beta-1)
+
+    The sum runs over the TRANSPOSED window: i is in window(c) for c from
+    i - (size-1)//2 to i + size//2, the mirror image of the forward window
+    (they differ only for even sizes).
+
+    Args:
+        dout: gradient of the loss with respect to out, shaped like x.
+        cache: the LRNCache returned by local_response_norm_forward.
+
+    Returns:
+        dx: shaped like x, in x's dtype.
+    """
+    x, scale, scale_pow, size, alpha, beta = cache
+    if tuple(dout.shape) != tuple(x.shape):
+        raise ValueError(f"dout has shape {tuple(dout.shape)}, expected the input shape {tuple(x.shape)}")
+    dout = dout.astype(x.dtype, copy=False)
+    # a_c * scale_c^(-beta-1) written as a_c * scale_c^(-beta) / scale_c: no second power.
+    through_scale = dout * x * scale_pow / scale
+    received = _channel_window_sum(through_scale, before=(size - 1) // 2, after=size // 2)
+    return dout * scale_pow - (2.0 * alpha * beta / size) * x * received

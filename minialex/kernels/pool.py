@@ -1,0 +1,172 @@
+"""Max pooling: each output is the largest input in its window.
+
+    out[n, c, y, x] = max over (i, j) in the kh x kw window of
+                      x_padded[n, c, y*sh + i, x*sw + j]
+
+The layer has no parameters. Its gradient is a routing: d out / d x is 1 at
+the window's maximum and 0 elsewhere, so the backward pass sends each output's
+gradient back to the one input that won its window. AlexNet pools 3x3 with
+stride 2, so neighbouring windows overlap; an input that wins several windows
+receives the SUM of their gradients.
+
+The forward pass keeps, for every output, only the index of the winning
+offset inside its window (a small integer array, the "argmax"); that is all
+the backward pass needs.
+
+Shapes: x (N, C, H, W) -> out (N, C, oh, ow) with oh = (H + 2*ph - kh)//sh + 1
+(PyTorch's floor mode, ceil_mode=False), the same for ow.
+
+Both passes loop over the kh*kw window offsets, never over pixels: at a fixed
+offset (i, j) the pixels under every window form one strided slice
+``x_padded[:, :, i::sh, j::sw]``, so a 3x3 pool is nine vectorised steps.
+"""
+
+import numbers
+from typing import NamedTuple, Tuple
+
+from minialex.backend import get_array_module
+
+
+def pool_output_size(size, kernel, stride, padding):
+    """Output length along one axis, PyTorch's floor mode: (size + 2*pad - kernel)//stride + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+class MaxPoolCache(NamedTuple):
+    """What max_pool2d_forward saves for max_pool2d_backward."""
+
+    argmax: object  # (N, C, oh, ow) index i*kw + j of each window's first maximum
+    x_shape: Tuple[int, int, int, int]
+    x_dtype: object
+    kernel_size: Tuple[int, int]
+    stride: Tuple[int, int]
+    padding: Tuple[int, int]
+
+
+def _pair(value, name):
+    """A (h, w) pair of ints from an int or a pair, or a TypeError naming the argument."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value), int(value)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
+    ):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+
+
+def _argmax_dtype(xp, window_area):
+    # The offset index only has to count up to kh*kw - 1: one byte for every
+    # realistic kernel, which keeps the cache 4-8x smaller than the output.
+    return xp.uint8 if window_area <= 256 else xp.int32
+
+
+def _window_slice(offset, stride, out_size):
+    """The strided slice of padded-input rows (or columns) under window offset ``offset``."""
+    return slice(offset, offset + stride * (out_size - 1) + 1, stride)
+
+
+def max_pool2d_forward(x, kernel_size, stride, padding):
+    """Max pooling over kh x kw windows of an NCHW batch.
+
+    out[n, c, y, x] = max_{i, j} x_padded[n, c, y*sh + i, x*sw + j], the
+    padding being -inf so that it never wins a window.
+
+    Args:
+        x: (N, C, H, W) floating array (NumPy or CuPy).
+        kernel_size, stride, padding: (h, w) pairs of ints (an int means both);
+            padding must be at most half the kernel, as PyTorch requires, so
+            every window holds at least one real pixel. (NaN is not handled;
+            a window whose real pixels are all -inf may credit the padding.)
+
+    Returns:
+        out: (N, C, oh, ow), x's dtype.
+        cache: MaxPoolCache holding the argmax, the offset index i*kw + j of
+            each window's FIRST maximum in row-major window order (PyTorch's
+            tie rule), plus x's shape and dtype and the pooling geometry.
+    """
+    kh, kw = _pair(kernel_size, "kernel_size")
+    sh, sw = _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"max_pool2d expects x of shape (N, C, H, W), got shape {getattr(x, 'shape', None)}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"max_pool2d expects a floating-point x, got dtype {x.dtype}")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"kernel_size must be positive, got {(kh, kw)}")
+    if sh < 1 or sw < 1:
+        raise ValueError(f"stride must be positive, got {(sh, sw)}")
+    if ph < 0 or pw < 0 or ph > kh // 2 or pw > kw // 2:
+        raise ValueError(
+            f"padding must be between 0 and half the kernel size, got padding {(ph, pw)} "
+            f"for kernel_size {(kh, kw)}"
+        )
+    n, c, h, w = x.shape
+    oh = pool_output_size(h, kh, sh, ph)
+    ow = pool_output_size(w, kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"max_pool2d output would be empty: input {h}x{w} with kernel {(kh, kw)}, "
+            f"stride {(sh, sw)}, padding {(ph, pw)} gives {oh}x{ow}"
+        )
+
+    xp = get_array_module(x)
+    if ph or pw:
+        x_padded = xp.full((n, c, h + 2 * ph, w + 2 * pw), -xp.inf, dtype=x.dtype)
+        x_padded[:, :, ph : ph + h, pw : pw + w] = x
+    else:
+        x_padded = x
+
+    out = None
+    argmax = xp.zeros((n, c, oh, ow), dtype=_argmax_dtype(xp, kh * kw))
+    for i in range(kh):
+        for j in range(kw):
+            window = x_padded[:, :, _window_slice(i, sh, oh), _window_slice(j, sw, ow)]
+            if out is None:
+                out = window.copy()  # offset 0 is every window's first candidate
+                continue
+            # Strictly greater: an equal value met later in the window does not
+            # take over, so ties go to the first maximum, as in PyTorch.
+            better = window > out
+            xp.copyto(out, window, where=better)
+            xp.copyto(argmax, i * kw + j, where=better)
+
+    cache = MaxPoolCache(argmax, (n, c, h, w), x.dtype, (kh, kw), (sh, sw), (ph, pw))
+    return out, cache
+
+
+def max_pool2d_backward(dout, cache):
+    """Gradient of max pooling: route each output's gradient to its window's maximum.
+
+    dx[n, c, p, q] = sum over the outputs (y, x) whose window's argmax is the
+    pixel (p, q) of dout[n, c, y, x]. Windows that overlap (stride < kernel)
+    can pick the same pixel; their gradients add up.
+
+    Args:
+        dout: (N, C, oh, ow), the gradient of the loss with respect to out.
+        cache: the MaxPoolCache returned by max_pool2d_forward.
+
+    Returns:
+        dx: (N, C, H, W) in x's dtype.
+    """
+    argmax, (n, c, h, w), x_dtype, (kh, kw), (sh, sw), (ph, pw) = cache
+    if tuple(dout.shape) != tuple(argmax.shape):
+        raise ValueError(
+            f"dout has shape {tuple(dout.shape)}, expected the output shape {tuple(argmax.shape)}"
+        )
+    xp = get_array_module(dout, argmax)
+    oh, ow = argmax.shape[2:]
+
+    # Scatter into a padded buffer so that every window offset is one plain
+    # strided slice; the padding rows never receive anything and are cropped.
+    dx_padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x_dtype)
+    for i in range(kh):
+        for j in range(kw):
+            routed = xp.where(argmax == i * kw + j, dout, 0).astype(x_dtype, copy=False)
+            # Within one offset the target pixels are distinct, so += is safe;
+            # overlapping windows add up across offsets.
+            dx_padded[:, :, _window_slice(i, sh, oh), _window_slice(j, sw, ow)] += routed
+    if ph or pw:
+        return xp.ascontiguousarray(dx_padded[:, :, ph : ph + h, pw : pw + w])
+    return dx_padded

@@ -1,0 +1,306 @@
+"""Max-pool kernel: naive references, tie rule, gradient checks, laws, PyTorch and CuPy."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minialex.backend import cuda_available
+from minialex.kernels.pool import max_pool2d_backward, max_pool2d_forward, pool_output_size
+
+# --------------------------------------------------------------------------- references
+
+
+def naive_max_pool2d(x, kernel_size, stride, padding):
+    """Plain loops over every output pixel; padding positions are skipped, as in PyTorch.
+
+    Returns out and, per output, the (row, col) of the first maximum in row-major window order.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    n, c, h, w = x.shape
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (w + 2 * pw - kw) // sw + 1
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    where = np.empty((n, c, oh, ow, 2), dtype=np.int64)
+    for b in range(n):
+        for ch in range(c):
+            for y in range(oh):
+                for xx in range(ow):
+                    best, best_pos = -np.inf, None
+                    for i in range(kh):
+                        for j in range(kw):
+                            r, q = y * sh - ph + i, xx * sw - pw + j
+                            if 0 <= r < h and 0 <= q < w and (best_pos is None or x[b, ch, r, q] > best):
+                                best, best_pos = x[b, ch, r, q], (r, q)
+                    out[b, ch, y, xx] = best
+                    where[b, ch, y, xx] = best_pos
+    return out, where
+
+
+def naive_max_pool2d_backward(dout, where, x_shape):
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    n, c, oh, ow = dout.shape
+    for b in range(n):
+        for ch in range(c):
+            for y in range(oh):
+                for xx in range(ow):
+                    r, q = where[b, ch, y, xx]
+                    dx[b, ch, r, q] += dout[b, ch, y, xx]
+    return dx
+
+
+def shuffled_linspace(shape, seed):
+    """Distinct values (no ties), spaced far wider than a finite-difference step."""
+    values = np.linspace(-1.0, 1.0, int(np.prod(shape)))
+    np.random.default_rng(seed).shuffle(values)
+    return values.reshape(shape)
+
+
+GEOMETRIES = [
+    # kernel, stride, padding, input (H, W)
+    ((2, 2), (2, 2), (0, 0), (8, 8)),
+    ((3, 3), (2, 2), (0, 0), (9, 11)),  # AlexNet's overlapping pool
+    ((3, 3), (2, 2), (1, 1), (8, 7)),
+    ((2, 3), (1, 2), (1, 1), (6, 9)),  # non-square everything
+    ((3, 2), (2, 1), (1, 0), (7, 5)),
+    ((1, 1), (1, 1), (0, 0), (4, 5)),
+    ((4, 4), (3, 3), (2, 2), (10, 10)),
+    ((3, 3), (1, 1), (1, 1), (5, 5)),  # stride 1: every pixel in up to nine windows
+    ((3, 3), (2, 2), (0, 0), (55, 55)),  # AlexNet pool1: 55x55 -> 27x27
+]
+
+
+# --------------------------------------------------------------------------- agreement with the naive loops
+
+
+@pytest.mark.parametrize("kernel, stride, padding, hw", GEOMETRIES)
+def test_forward_and_backward_equal_naive_loops(kernel, stride, padding, hw):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 2) + hw)
+    out, cache = max_pool2d_forward(x, kernel, stride, padding)
+    ref_out, where = naive_max_pool2d(x, kernel, stride, padding)
+    np.testing.assert_array_equal(out, ref_out)
+
+    dout = rng.standard_normal(out.shape)
+    dx = max_pool2d_backward(dout, cache)
+    np.testing.assert_allclose(dx, naive_max_pool2d_backward(dout, where, x.shape), rtol=1e-12, atol=1e-12)
+
+
+def test_alexnet_pool_maps_55_to_27():
+    assert pool_output_size(55, 3, 2, 0) == 27
+    assert pool_output_size(27, 3, 2, 0) == 13
+    assert pool_output_size(13, 3, 2, 0) == 6
+    out, _ = max_pool2d_forward(np.zeros((1, 2, 55, 55), np.float32), (3, 3), (2, 2), (0, 0))
+    assert out.shape == (1, 2, 27, 27)
+
+
+def test_output_size_is_floor_mode():
+    assert pool_output_size(8, 3, 2, 0) == 3  # 3.5 rounds down
+    assert pool_output_size(8, 3, 2, 1) == 4
+    assert pool_output_size(7, 2, 2, 1) == 4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_output_and_gradient_keep_input_dtype(dtype):
+    x = np.random.default_rng(1).standard_normal((2, 3, 7, 7)).astype(dtype)
+    out, cache = max_pool2d_forward(x, (3, 3), (2, 2), (1, 1))
+    assert out.dtype == dtype
+    assert max_pool2d_backward(np.ones_like(out), cache).dtype == dtype
+
+
+def test_cache_keeps_a_small_integer_argmax():
+    x = np.random.default_rng(2).standard_normal((2, 3, 9, 9))
+    out, cache = max_pool2d_forward(x, (3, 3), (2, 2), (0, 0))
+    assert cache.argmax.shape == out.shape
+    assert cache.argmax.dtype.kind in "ui" and cache.argmax.dtype.itemsize == 1
+    assert cache.argmax.max() < 9
+
+
+# --------------------------------------------------------------------------- ties
+
+
+def test_tie_sends_gradient_to_first_maximum_in_row_major_order():
+    x = np.zeros((1, 1, 2, 2))
+    x[0, 0, 0, 1] = 5.0  # first maximum in row-major order
+    x[0, 0, 1, 0] = 5.0  # equal, later: must not take over
+    out, cache = max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    assert out[0, 0, 0, 0] == 5.0
+    dx = max_pool2d_backward(np.full((1, 1, 1, 1), 3.0), cache)
+    expected = np.zeros_like(x)
+    expected[0, 0, 0, 1] = 3.0
+    np.testing.assert_array_equal(dx, expected)
+
+
+def test_constant_input_routes_every_gradient_to_window_top_left():
+    x = np.ones((1, 1, 5, 5))
+    out, cache = max_pool2d_forward(x, (3, 3), (2, 2), (0, 0))
+    np.testing.assert_array_equal(cache.argmax, 0)
+    dx = max_pool2d_backward(np.ones_like(out), cache)
+    expected = np.zeros_like(x)
+    expected[0, 0, ::2, ::2][:2, :2] = 1.0
+    np.testing.assert_array_equal(dx, expected)
+
+
+def test_overlapping_windows_sum_gradients_at_a_shared_maximum():
+    # The centre pixel (2, 2) is the maximum of all four 3x3/2 windows of a 5x5 map.
+    x = np.zeros((1, 1, 5, 5))
+    x[0, 0, 2, 2] = 1.0
+    out, cache = max_pool2d_forward(x, (3, 3), (2, 2), (0, 0))
+    dout = np.array([[[[1.0, 2.0], [3.0, 4.0]]]])
+    dx = max_pool2d_backward(dout, cache)
+    assert dx[0, 0, 2, 2] == 10.0
+    assert dx.sum() == 10.0
+
+
+# --------------------------------------------------------------------------- numerical gradient
+
+
+@pytest.mark.parametrize("kernel, stride, padding, hw", GEOMETRIES[:5])
+def test_backward_matches_central_differences(kernel, stride, padding, hw):
+    x = shuffled_linspace((2, 2) + hw, seed=3)
+    out, cache = max_pool2d_forward(x, kernel, stride, padding)
+    dout = np.random.default_rng(4).standard_normal(out.shape)
+    dx = max_pool2d_backward(dout, cache)
+
+    eps = 1e-6
+    numeric = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        x_plus, x_minus = x.copy(), x.copy()
+        x_plus[index] += eps
+        x_minus[index] -= eps
+        loss_plus = np.sum(max_pool2d_forward(x_plus, kernel, stride, padding)[0] * dout)
+        loss_minus = np.sum(max_pool2d_forward(x_minus, kernel, stride, padding)[0] * dout)
+        numeric[index] = (loss_plus - loss_minus) / (2 * eps)
+    np.testing.assert_allclose(dx, numeric, rtol=1e-6, atol=1e-8)
+
+
+# --------------------------------------------------------------------------- laws
+
+
+@st.composite
+def pool_problems(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 9))
+    w = draw(st.integers(max(1, kw - 2 * pw), 9))
+    n, c = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    seed = draw(st.integers(0, 2**32 - 1))
+    return (n, c, h, w), (kh, kw), (sh, sw), (ph, pw), seed
+
+
+@settings(max_examples=50, deadline=None)
+@given(pool_problems())
+def test_gradients_sum_to_upstream_sum_each_output_routes_to_one_input(problem):
+    shape, kernel, stride, padding, seed = problem
+    rng = np.random.default_rng(seed)
+    # Small integers: plenty of ties, which must still route each gradient exactly once.
+    x = rng.integers(-3, 4, size=shape).astype(np.float64)
+    out, cache = max_pool2d_forward(x, kernel, stride, padding)
+    dout = rng.standard_normal(out.shape)
+    dx = max_pool2d_backward(dout, cache)
+    np.testing.assert_allclose(dx.sum(axis=(2, 3)), dout.sum(axis=(2, 3)), rtol=1e-12, atol=1e-12)
+    # ...and a ones gradient counts, per pixel, the windows it wins: never more than it lies in.
+    wins = max_pool2d_backward(np.ones_like(out), cache)
+    assert wins.sum() == out.size
+    assert wins.min() >= 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(pool_problems())
+def test_forward_equals_naive_loops_on_random_geometries_with_ties(problem):
+    shape, kernel, stride, padding, seed = problem
+    x = np.random.default_rng(seed).integers(-3, 4, size=shape).astype(np.float64)
+    out, _ = max_pool2d_forward(x, kernel, stride, padding)
+    ref_out, _ = naive_max_pool2d(x, kernel, stride, padding)
+    np.testing.assert_array_equal(out, ref_out)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def test_rejects_bad_arguments_with_clear_errors():
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="padding"):
+        max_pool2d_forward(x, (2, 2), (2, 2), (2, 2))  # more than half the kernel
+    with pytest.raises(ValueError, match="shape"):
+        max_pool2d_forward(np.zeros((4, 4)), (2, 2), (2, 2), (0, 0))
+    with pytest.raises(ValueError, match="empty"):
+        max_pool2d_forward(x, (5, 5), (1, 1), (0, 0))
+    with pytest.raises(ValueError, match="stride"):
+        max_pool2d_forward(x, (2, 2), (0, 1), (0, 0))
+    with pytest.raises(TypeError, match="floating"):
+        max_pool2d_forward(np.zeros((1, 1, 4, 4), np.int64), (2, 2), (2, 2), (0, 0))
+    with pytest.raises(TypeError, match="kernel_size"):
+        max_pool2d_forward(x, (2.0, 2), (2, 2), (0, 0))
+    _, cache = max_pool2d_forward(x, (2, 2), (2, 2), (0, 0))
+    with pytest.raises(ValueError, match="dout"):
+        max_pool2d_backward(np.zeros((1, 1, 3, 3)), cache)
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+TORCH_CASES = [
+    # (N, C, H, W), kernel, stride, padding
+    ((2, 96, 55, 55), (3, 3), (2, 2), (0, 0)),  # AlexNet pool1
+    ((2, 256, 27, 27), (3, 3), (2, 2), (0, 0)),  # AlexNet pool2
+    ((2, 3, 13, 12), (3, 3), (2, 2), (1, 1)),
+    ((2, 3, 9, 10), (2, 3), (1, 2), (1, 1)),
+    ((2, 3, 8, 8), (2, 2), (2, 2), (0, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, kernel, stride, padding", TORCH_CASES)
+def test_forward_and_backward_agree_with_torch(shape, kernel, stride, padding, dtype):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(dtype)
+    out, cache = max_pool2d_forward(x, kernel, stride, padding)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = max_pool2d_backward(dout, cache)
+
+    x_torch = torch.from_numpy(x).requires_grad_(True)
+    out_torch = torch.nn.functional.max_pool2d(x_torch, kernel, stride, padding)
+    out_torch.backward(torch.from_numpy(dout))
+    np.testing.assert_array_equal(out, out_torch.detach().numpy())
+    np.testing.assert_allclose(dx, x_torch.grad.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("padding", [(0, 0), (1, 1)])
+def test_tie_rule_agrees_with_torch_on_inputs_full_of_ties(padding):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 3, size=(2, 4, 11, 11)).astype(np.float64)
+    out, cache = max_pool2d_forward(x, (3, 3), (2, 2), padding)
+    dout = rng.standard_normal(out.shape)
+    dx = max_pool2d_backward(dout, cache)
+    x_torch = torch.from_numpy(x).requires_grad_(True)
+    torch.nn.functional.max_pool2d(x_torch, 3, 2, padding).backward(torch.from_numpy(dout))
+    np.testing.assert_allclose(dx, x_torch.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel, stride, padding, hw", [GEOMETRIES[1], GEOMETRIES[2], GEOMETRIES[3]])
+def test_cupy_arrays_give_the_numpy_results(kernel, stride, padding, hw, dtype):
+    import cupy
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(-3, 4, size=(2, 3) + hw).astype(dtype)  # ties included
+    out, cache = max_pool2d_forward(x, kernel, stride, padding)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx = max_pool2d_backward(dout, cache)
+
+    out_gpu, cache_gpu = max_pool2d_forward(cupy.asarray(x), kernel, stride, padding)
+    dx_gpu = max_pool2d_backward(cupy.asarray(dout), cache_gpu)
+    assert isinstance(out_gpu, cupy.ndarray) and isinstance(dx_gpu, cupy.ndarray)
+    assert out_gpu.dtype == dtype and dx_gpu.dtype == dtype
+    np.testing.assert_array_equal(cupy.asnumpy(out_gpu), out)
+    np.testing.assert_array_equal(cupy.asnumpy(cache_gpu.argmax), cache.argmax)
+    np.testing.assert_allclose(cupy.asnumpy(dx_gpu), dx, rtol=1e-6, atol=1e-6)
