@@ -6,7 +6,7 @@
 
 import numpy as _np
 
-from . import cuda, functional
+from . import cuda, functional, nn
 from .autograd import Tensor, is_grad_enabled, no_grad, tensor
 from .backend import manual_seed
 from .gradcheck import GradcheckError, gradcheck
@@ -26,6 +26,7 @@ __all__ = [
     "functional",
     "gradcheck",
     "int64",
+    "nn",
     "is_grad_enabled",
     "manual_seed",
     "no_grad",

@@ -21,7 +21,9 @@ from .autograd import (
     as_tensor,
     is_float_dtype,
 )
-from .kernels import activation, softmax_xent
+from .kernels import activation, conv, lrn, pool, softmax_xent
+from .kernels import dropout as dropout_kernels
+from .kernels import linear as linear_kernels
 
 # --------------------------------------------------------------------------- helpers
 
@@ -534,3 +536,264 @@ def log_softmax(x, axis=-1):
     """x - logsumexp(x) along ``axis``, computed stably."""
     x, axis = _softmax_input("log_softmax", x, axis)
     return LogSoftmax()(x, axis=axis)
+
+
+# --------------------------------------------------------------------------- layers: argument checks
+
+
+def _pair(name, value, minimum):
+    """An int or an (h, w) pair of ints >= ``minimum``, as a tuple."""
+    pair = (value, value) if isinstance(value, numbers.Integral) else value
+    if (
+        not isinstance(pair, tuple | list)
+        or len(pair) != 2
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in pair)
+    ):
+        raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+    if any(v < minimum for v in pair):
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _check_float(name, t):
+    if not is_float_dtype(t.dtype):
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {t.dtype}")
+
+
+def _check_same_dtype(function, **tensors):
+    dtypes = {t.dtype for t in tensors.values() if t is not None}
+    if len(dtypes) > 1:
+        shown = ", ".join(f"{name} {t.dtype}" for name, t in tensors.items() if t is not None)
+        raise TypeError(f"{function}: all tensors must have one dtype, got {shown}")
+
+
+def _check_ndim(function, name, t, allowed):
+    if t.ndim not in allowed:
+        expected = " or ".join(f"{n}-D" for n in allowed)
+        raise ValueError(f"{function}: {name} must be {expected}, got shape {t.shape}")
+
+
+def _batched(x, ndim):
+    """Give an unbatched input (one dimension short) a batch axis, as PyTorch accepts it."""
+    return (reshape(x, 1, *x.shape), True) if x.ndim == ndim - 1 else (x, False)
+
+
+# --------------------------------------------------------------------------- convolution
+
+
+class Conv2d(Function):
+    def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0), groups=1):
+        out, self.cache = conv.conv2d_forward(x, weight, bias, stride, padding, groups)
+        return out
+
+    def backward(self, grad_output):
+        needs = self.needs_input_grad
+        dx, dweight, dbias = conv.conv2d_backward(
+            grad_output, self.cache, need_input_grad=needs[0], need_bias_grad=len(needs) > 2 and needs[2]
+        )
+        return (dx, dweight) if len(needs) == 2 else (dx, dweight, dbias)
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
+    """2-D convolution (cross-correlation) as PyTorch: im2col + one GEMM over groups.
+
+    x (N, C, H, W) or (C, H, W), weight (O, C // groups, kh, kw), bias (O,) -> (N, O, oh, ow).
+    """
+    _check_tensor("x", x)
+    _check_tensor("weight", weight)
+    _check_ndim("conv2d", "x", x, (3, 4))
+    _check_ndim("conv2d", "weight", weight, (4,))
+    _check_float("x", x)
+    _check_same_dtype("conv2d", x=x, weight=weight, bias=bias)
+    stride = _pair("stride", stride, 1)
+    padding = _pair("padding", padding, 0)
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    x_batched, added_batch = _batched(x, 4)
+    _, channels, height, width = x_batched.shape
+    out_channels, channels_per_group, kh, kw = weight.shape
+    if channels % groups:
+        raise ValueError(f"conv2d: input channels ({channels}) must be divisible by groups ({groups})")
+    if out_channels % groups:
+        raise ValueError(f"conv2d: out channels of weight {weight.shape} ({out_channels}) must be divisible by groups ({groups})")
+    if channels_per_group != channels // groups:
+        raise ValueError(
+            f"conv2d: weight {weight.shape} expects {channels_per_group * groups} input channels "
+            f"with groups={groups}, but x {x.shape} has {channels}"
+        )
+    if bias is not None:
+        _check_tensor("bias", bias)
+        if bias.shape != (out_channels,):
+            raise ValueError(f"conv2d: bias must have shape ({out_channels},), got {bias.shape}")
+    padded = (height + 2 * padding[0], width + 2 * padding[1])
+    if kh > padded[0] or kw > padded[1]:
+        raise ValueError(
+            f"conv2d: kernel {kh}x{kw} is larger than the padded input {padded[0]}x{padded[1]} "
+            f"(x {x.shape}, padding {padding})"
+        )
+    inputs = (x_batched, weight) if bias is None else (x_batched, weight, bias)
+    out = Conv2d()(*inputs, stride=stride, padding=padding, groups=int(groups))
+    return reshape(out, *out.shape[1:]) if added_batch else out
+
+
+# --------------------------------------------------------------------------- pooling and normalisation
+
+
+class MaxPool2d(Function):
+    def forward(self, x, kernel_size, stride, padding):
+        out, self.cache = pool.max_pool2d_forward(x, kernel_size, stride, padding)
+        return out
+
+    def backward(self, grad_output):
+        return pool.max_pool2d_backward(grad_output, self.cache)
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max-pooling as PyTorch (ceil_mode=False); windows may overlap (AlexNet: 3, stride 2).
+
+    x (N, C, H, W) or (C, H, W) -> (N, C, oh, ow), oh = (H + 2*pad - k) // stride + 1.
+    """
+    _check_tensor("x", x)
+    _check_ndim("max_pool2d", "x", x, (3, 4))
+    kernel_size = _pair("kernel_size", kernel_size, 1)
+    stride = kernel_size if stride is None or stride == () or stride == [] else _pair("stride", stride, 1)
+    padding = _pair("padding", padding, 0)
+    if padding[0] > kernel_size[0] // 2 or padding[1] > kernel_size[1] // 2:
+        raise ValueError(
+            f"max_pool2d: padding {padding} must be at most half the kernel size {kernel_size}"
+        )
+    height, width = x.shape[-2:]
+    if kernel_size[0] > height + 2 * padding[0] or kernel_size[1] > width + 2 * padding[1]:
+        raise ValueError(
+            f"max_pool2d: window {kernel_size} is larger than the padded input "
+            f"{(height + 2 * padding[0], width + 2 * padding[1])} (x {x.shape}, padding {padding})"
+        )
+    x_batched, added_batch = _batched(x, 4)
+    out = MaxPool2d()(x_batched, kernel_size=kernel_size, stride=stride, padding=padding)
+    return reshape(out, *out.shape[1:]) if added_batch else out
+
+
+class LocalResponseNorm(Function):
+    def forward(self, x, size, alpha, beta, k):
+        out, self.cache = lrn.local_response_norm_forward(x, size, alpha, beta, k)
+        return out
+
+    def backward(self, grad_output):
+        return lrn.local_response_norm_backward(grad_output, self.cache)
+
+
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """Cross-channel LRN as PyTorch: b_c = a_c / (k + alpha/size * sum_window a_j^2) ** beta.
+
+    The window spans size // 2 channels before c and (size - 1) // 2 after, zero-padded.
+    x (N, C, ...) with at least 3 dimensions.
+    """
+    _check_tensor("x", x)
+    if x.ndim < 3:
+        raise ValueError(f"local_response_norm: x must have at least 3 dimensions (N, C, ...), got shape {x.shape}")
+    _check_float("x", x)
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
+    for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"local_response_norm: {name} must be a number, got {value!r}")
+    if k <= 0 and alpha >= 0:
+        raise ValueError(f"local_response_norm: k must be > 0 (the scale must stay positive), got {k!r}")
+    return LocalResponseNorm()(x, size=int(size), alpha=float(alpha), beta=float(beta), k=float(k))
+
+
+# --------------------------------------------------------------------------- dropout and linear
+
+
+class Dropout(Function):
+    def forward(self, x, p):
+        out, self.mask = dropout_kernels.dropout_forward(x, p)
+        return out
+
+    def backward(self, grad_output):
+        return dropout_kernels.dropout_backward(grad_output, self.mask)
+
+
+def dropout(x, p=0.5, training=True):
+    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p).
+
+    The identity when ``training`` is False or p == 0.
+    """
+    _check_tensor("x", x)
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be a probability in [0, 1), got {p!r}")
+    if not training or p == 0:
+        return x
+    _check_float("x", x)
+    return Dropout()(x, p=float(p))
+
+
+class Linear(Function):
+    def forward(self, x, weight, bias=None):
+        out, self.cache = linear_kernels.linear_forward(x, weight, bias)
+        return out
+
+    def backward(self, grad_output):
+        needs = self.needs_input_grad
+        has_bias = len(needs) == 3
+        dx, dweight, dbias = linear_kernels.linear_backward(
+            grad_output, self.cache, needs[0], needs[1], has_bias and needs[2]
+        )
+        return (dx, dweight, dbias) if has_bias else (dx, dweight)
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias as PyTorch: x (*, in), weight (out, in), bias (out,) -> (*, out)."""
+    _check_tensor("x", x)
+    _check_tensor("weight", weight)
+    _check_ndim("linear", "weight", weight, (2,))
+    _check_float("x", x)
+    _check_same_dtype("linear", x=x, weight=weight, bias=bias)
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"linear: x's last dimension must equal weight's in_features {weight.shape[1]} "
+            f"(weight {weight.shape}), got x of shape {x.shape}"
+        )
+    if bias is not None:
+        _check_tensor("bias", bias)
+        if bias.shape != (weight.shape[0],):
+            raise ValueError(f"linear: bias must have shape ({weight.shape[0]},), got {bias.shape}")
+        return Linear()(x, weight, bias)
+    return Linear()(x, weight)
+
+
+# --------------------------------------------------------------------------- loss
+
+
+class CrossEntropy(Function):
+    def forward(self, logits, target):
+        loss, self.cache = softmax_xent.cross_entropy_forward(logits, target)
+        return loss
+
+    def backward(self, grad_output):
+        return softmax_xent.cross_entropy_backward(grad_output, self.cache), None
+
+
+def cross_entropy(logits, target):
+    """Mean softmax cross-entropy of logits (N, C) against integer classes target (N,), as PyTorch."""
+    _check_tensor("logits", logits)
+    _check_ndim("cross_entropy", "logits", logits, (2,))
+    _check_float("logits", logits)
+    target_array = target.data if isinstance(target, Tensor) else target
+    if not backend.is_array(target_array):
+        target_array = np.asarray(target_array)
+    if target_array.dtype.kind not in "iu":
+        raise TypeError(
+            f"cross_entropy: target must hold integer class indices, got dtype {target_array.dtype}"
+        )
+    n, classes = logits.shape
+    if tuple(target_array.shape) != (n,):
+        raise ValueError(f"cross_entropy: target must have shape ({n},) for logits {logits.shape}, got {tuple(target_array.shape)}")
+    if n == 0:
+        raise ValueError("cross_entropy: logits has no rows (N == 0); the mean is undefined")
+    target_array = backend.to_device(target_array, logits.device)
+    low, high = int(target_array.min()), int(target_array.max())
+    if low < 0 or high >= classes:
+        bad = low if low < 0 else high
+        raise ValueError(f"cross_entropy: target class {bad} is out of range for {classes} classes (expected 0..{classes - 1})")
+    return CrossEntropy()(logits, Tensor(target_array))

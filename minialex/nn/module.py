@@ -1,0 +1,257 @@
+"""Module, Parameter and Sequential: the containers every layer and model is built from.
+
+A Module registers the Parameters and sub-Modules assigned to its attributes,
+in assignment order, so ``named_parameters()`` gives PyTorch's dotted names
+(``features.0.weight``) for the same structure.
+"""
+
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Tensor, _to_array, is_float_dtype
+
+
+class Parameter(Tensor):
+    """A Tensor that a Module learns: ``requires_grad=True`` and registered on assignment."""
+
+    def __init__(self, data, requires_grad=True):
+        array = data.data if isinstance(data, Tensor) else data
+        if not backend.is_array(array):
+            array = _to_array(array)
+        if not is_float_dtype(array.dtype):
+            raise TypeError(f"a Parameter must be floating point, got dtype {array.dtype}")
+        super().__init__(array, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter containing:\n" + super().__repr__()
+
+
+class StateDictError(ValueError, RuntimeError):
+    """A state dict does not fit the module: missing, unexpected or mis-shaped keys.
+
+    A ValueError by this project's convention and a RuntimeError as in PyTorch.
+    """
+
+
+class Module:
+    """Base class of layers and models: subclasses set attributes in __init__ and define forward."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_hooks", {})
+
+    # ----------------------------------------------------------------- registration
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name!r}")
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name):
+        # Only called when normal lookup fails: parameters and sub-modules live in the dicts.
+        registries = self.__dict__
+        if name in registries.get("_parameters", {}):
+            return registries["_parameters"][name]
+        if name in registries.get("_modules", {}):
+            return registries["_modules"][name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name):
+        if name in self._parameters:
+            del self._parameters[name]
+        elif name in self._modules:
+            del self._modules[name]
+        else:
+            object.__delattr__(self, name)
+
+    def register_parameter(self, name, parameter):
+        """Register ``parameter`` (or None, for an absent bias) under ``name``."""
+        if parameter is None:
+            self._parameters.pop(name, None)
+            object.__setattr__(self, name, None)
+        else:
+            setattr(self, name, parameter)
+
+    # ----------------------------------------------------------------- forward
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args, **kwargs):
+        output = self.forward(*args, **kwargs)
+        for hook in list(self._forward_hooks.values()):
+            hook(self, args, output)
+        return output
+
+    def register_forward_hook(self, hook):
+        """Call ``hook(module, inputs, output)`` after every forward; returns a handle with remove()."""
+        handle = _HookHandle(self._forward_hooks)
+        self._forward_hooks[handle.id] = hook
+        return handle
+
+    # ----------------------------------------------------------------- traversal
+
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_modules(self, prefix=""):
+        """(dotted name, module) for this module and every descendant, depth first."""
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (module for _, module in self.named_modules())
+
+    def named_parameters(self, prefix=""):
+        """(dotted name, Parameter): own parameters first, then each child's, each shared one once."""
+        seen = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, parameter in module._parameters.items():
+                if id(parameter) in seen:
+                    continue
+                seen.add(id(parameter))
+                yield (f"{module_name}.{name}" if module_name else name), parameter
+
+    def parameters(self):
+        return (parameter for _, parameter in self.named_parameters())
+
+    # ----------------------------------------------------------------- state
+
+    def state_dict(self):
+        """An ordered dict: dotted parameter name -> a NumPy copy of its values."""
+        return OrderedDict((name, p.numpy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state_dict):
+        """Copy values from ``state_dict`` into the parameters, in place, on their devices.
+
+        Every key must match a parameter of the same shape; otherwise a
+        StateDictError lists the missing, unexpected and mis-shaped keys and
+        nothing is changed.
+        """
+        parameters = dict(self.named_parameters())
+        missing = [name for name in parameters if name not in state_dict]
+        unexpected = [name for name in state_dict if name not in parameters]
+        mis_shaped = [
+            f"{name}: got {tuple(np.shape(state_dict[name]))}, expected {parameters[name].shape}"
+            for name in parameters
+            if name in state_dict and tuple(np.shape(_values(state_dict[name]))) != parameters[name].shape
+        ]
+        if missing or unexpected or mis_shaped:
+            problems = []
+            if missing:
+                problems.append(f"missing keys {missing}")
+            if unexpected:
+                problems.append(f"unexpected keys {unexpected}")
+            if mis_shaped:
+                problems.append("mis-shaped keys [" + "; ".join(mis_shaped) + "]")
+            raise StateDictError(f"load_state_dict for {type(self).__name__}: " + ", ".join(problems))
+        for name, parameter in parameters.items():
+            values = backend.to_device(_values(state_dict[name]), parameter.device)
+            parameter.data[...] = values  # in place: optimisers keep pointing at the same arrays
+        return self
+
+    # ----------------------------------------------------------------- modes and devices
+
+    def train(self, mode=True):
+        for module in self.modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device):
+        """Move every parameter (and its gradient) to ``device``, in place; returns self."""
+        device = backend.parse_device(device)
+        for parameter in self.parameters():
+            parameter.data = backend.to_device(parameter.data, device)
+            if parameter.grad is not None:
+                parameter.grad = Tensor(backend.to_device(parameter.grad.data, device))
+        return self
+
+    def zero_grad(self):
+        """Forget every parameter's gradient (set it to None, as PyTorch does by default)."""
+        for parameter in self.parameters():
+            parameter.grad = None
+
+    # ----------------------------------------------------------------- printing
+
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        if self._modules:
+            for name, child in self._modules.items():
+                child_text = repr(child).replace("\n", "\n  ")
+                lines.append(f"  ({name}): {child_text}")
+            return "\n".join(lines) + "\n)"
+        return lines[0] + ")"
+
+
+class _HookHandle:
+    _next_id = 0
+
+    def __init__(self, hooks):
+        self.hooks = hooks
+        self.id = _HookHandle._next_id
+        _HookHandle._next_id += 1
+
+    def remove(self):
+        self.hooks.pop(self.id, None)
+
+
+def _values(value):
+    """The array inside a state-dict value (NumPy/CuPy array, Tensor or nested list)."""
+    if isinstance(value, Tensor):
+        return value.data
+    if backend.is_array(value):
+        return value
+    return np.asarray(value)
+
+
+class Sequential(Module):
+    """Modules applied in order; registered under the names "0", "1", ... as in PyTorch."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], dict):
+            items = modules[0].items()
+        else:
+            items = ((str(i), m) for i, m in enumerate(modules))
+        for name, module in items:
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential takes Modules, got {type(module).__name__} for entry {name}")
+            setattr(self, name, module)
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index):
+        modules = list(self._modules.values())
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
+        return modules[index]
