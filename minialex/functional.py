@@ -42,19 +42,12 @@ def _check_tensor(name, value):
 
 
 def _binary_operands(name, a, b):
-    """Both operands as Tensors (scalars take the other's dtype), broadcast-checked.
-
-    An integer tensor meeting a float tensor becomes that float type (as in
-    PyTorch; NumPy would make int64 + float32 a float64).
-    """
+    """Both operands as Tensors (scalars take the other's dtype), promoted and broadcast-checked."""
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         raise TypeError(f"{name}: at least one operand must be a Tensor")
     a = as_tensor(a, like=b) if not isinstance(a, Tensor) else a
     b = as_tensor(b, like=a) if not isinstance(b, Tensor) else b
-    if is_float_dtype(a.dtype) and not is_float_dtype(b.dtype):
-        b = _cast(b, a.dtype)
-    elif is_float_dtype(b.dtype) and not is_float_dtype(a.dtype):
-        a = _cast(a, b.dtype)
+    a, b = _promoted(a, b)
     try:
         np.broadcast_shapes(a.shape, b.shape)
     except ValueError:
@@ -62,6 +55,20 @@ def _binary_operands(name, a, b):
             f"{name}: shapes {a.shape} and {b.shape} cannot be broadcast together "
             "(trailing dimensions must be equal or 1)"
         ) from None
+    return a, b
+
+
+def _promoted(a, b):
+    """An integer tensor meeting a float one takes its float type (PyTorch's rule; NumPy
+    would make int64 + float32 a float64). Other pairs keep NumPy's promotion."""
+    if is_float_dtype(a.dtype) and not is_float_dtype(b.dtype):
+        b = _cast(b, a.dtype)
+    elif is_float_dtype(b.dtype) and not is_float_dtype(a.dtype):
+        a = _cast(a, b.dtype)
+    elif a.dtype != b.dtype:
+        common = np.result_type(a.dtype, b.dtype)
+        a = a if a.dtype == common else _cast(a, common)
+        b = b if b.dtype == common else _cast(b, common)
     return a, b
 
 
@@ -161,6 +168,8 @@ class Pow(Function):
 
     def backward(self, grad_output):
         p = self.exponent
+        if p == 0:  # x ** 0 is constant; p * x ** -1 would make 0 * inf = nan at x == 0
+            return backend.get_array_module(grad_output).zeros_like(grad_output)
         return grad_output * (p * self.x ** (p - 1))
 
 
@@ -249,9 +258,7 @@ def matmul(a, b):
         np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of {a.shape} and {b.shape} cannot be broadcast") from None
-    if a.dtype != b.dtype:
-        common = np.result_type(a.dtype, b.dtype)
-        a, b = a if a.dtype == common else _cast(a, common), b if b.dtype == common else _cast(b, common)
+    a, b = _promoted(a, b)
     return MatMul()(a, b)
 
 

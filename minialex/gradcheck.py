@@ -94,7 +94,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, grad_output=None):
             j = int(excess.argmax())
             if worst is None or excess[j] > worst[0]:
                 index = tuple(int(k) for k in np.unravel_index(j, data.shape))
-                worst = (excess[j], i, index, analytic_flat[j], numeric[j])
+                worst = (excess[j], i, index, float(analytic_flat[j]), float(numeric[j]))
     if worst is not None:
         _, i, index, analytic_value, numeric_value = worst
         raise GradcheckError(
