@@ -49,13 +49,17 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name!r}")
-        self._parameters.pop(name, None)
-        self._modules.pop(name, None)
+        # Replacing a registered name keeps its place in the order (dict assignment
+        # does), so names and state_dict order stay PyTorch's.
         if isinstance(value, Parameter):
+            self._modules.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
+            self._parameters.pop(name, None)
             self._modules[name] = value
         else:
+            self._parameters.pop(name, None)
+            self._modules.pop(name, None)
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name):
