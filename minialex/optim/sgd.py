@@ -33,8 +33,6 @@ class Optimizer:
             for p in group["params"]:
                 if not isinstance(p, Tensor):
                     raise TypeError(f"the optimiser can only update Tensors, got {type(p).__name__}")
-                if not p.requires_grad:
-                    raise ValueError(f"a parameter of shape {p.shape} does not require grad")
                 if id(p) in seen:
                     raise ValueError("a parameter appears in more than one parameter group")
                 seen.add(id(p))

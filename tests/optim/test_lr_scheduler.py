@@ -1,0 +1,240 @@
+"""StepLR and ReduceLROnPlateau: hand-written rate sequences, agreement with torch, state round trips."""
+
+import math
+
+import numpy as np
+import pytest
+
+import minialex as ma
+from minialex.optim import SGD, ReduceLROnPlateau, StepLR
+
+
+def optimiser(lr=0.1, groups=1):
+    params = [ma.tensor(np.ones(2), requires_grad=True) for _ in range(groups)]
+    if groups == 1:
+        return SGD(params, lr=lr, momentum=0.9)
+    return SGD([{"params": [p], "lr": lr * (i + 1)} for i, p in enumerate(params)], lr=lr, momentum=0.9)
+
+
+def torch_optimiser(torch, lr=0.1, groups=1):
+    params = [torch.nn.Parameter(torch.ones(2, dtype=torch.float64)) for _ in range(groups)]
+    if groups == 1:
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    return torch.optim.SGD([{"params": [p], "lr": lr * (i + 1)} for i, p in enumerate(params)], lr=lr, momentum=0.9)
+
+
+def lrs(opt):
+    return [group["lr"] for group in opt.param_groups]
+
+
+# --------------------------------------------------------------------------- StepLR
+
+
+def test_step_lr_divides_by_ten_every_three_epochs():
+    opt = optimiser(lr=1.0)
+    sched = StepLR(opt, step_size=3, gamma=0.1)
+    seen = [opt.param_groups[0]["lr"]]
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        seen.append(opt.param_groups[0]["lr"])
+    expected = [1.0] * 3 + [0.1] * 3 + [0.01] * 3 + [0.001] * 2
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+    assert sched.get_last_lr() == [seen[-1]]
+
+
+@pytest.mark.parametrize("step_size,gamma", [(1, 0.5), (2, 0.1), (4, 0.3)])
+def test_step_lr_follows_initial_times_gamma_to_the_epoch_over_step_size(step_size, gamma):
+    opt = optimiser(lr=0.2, groups=2)
+    sched = StepLR(opt, step_size=step_size, gamma=gamma)
+    for epoch in range(1, 11):
+        sched.step()
+        expected = [0.2 * gamma ** (epoch // step_size), 0.4 * gamma ** (epoch // step_size)]
+        np.testing.assert_allclose(lrs(opt), expected, rtol=1e-12)
+        np.testing.assert_allclose(sched.get_last_lr(), expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("step_size,gamma", [(1, 0.5), (3, 0.1), (4, 0.3)])
+def test_step_lr_agrees_with_torch(step_size, gamma):
+    torch = pytest.importorskip("torch")
+    opt, topt = optimiser(lr=0.1, groups=2), torch_optimiser(torch, lr=0.1, groups=2)
+    sched = StepLR(opt, step_size=step_size, gamma=gamma)
+    tsched = torch.optim.lr_scheduler.StepLR(topt, step_size=step_size, gamma=gamma)
+    np.testing.assert_allclose(lrs(opt), lrs(topt), rtol=1e-12)
+    for _ in range(12):
+        topt.step()  # torch warns when the scheduler steps before the optimiser
+        sched.step()
+        tsched.step()
+        np.testing.assert_allclose(lrs(opt), lrs(topt), rtol=1e-12)
+        np.testing.assert_allclose(sched.get_last_lr(), tsched.get_last_lr(), rtol=1e-12)
+
+
+def test_step_lr_state_dict_round_trip_continues_the_schedule():
+    opt = optimiser(lr=1.0)
+    sched = StepLR(opt, step_size=3, gamma=0.5)
+    for _ in range(4):
+        sched.step()
+    opt_state, sched_state = opt.state_dict(), sched.state_dict()
+    reference = []
+    for _ in range(6):
+        sched.step()
+        reference.append(lrs(opt))
+
+    opt2 = optimiser(lr=1.0)
+    sched2 = StepLR(opt2, step_size=7, gamma=0.9)  # overwritten by the loaded state
+    opt2.load_state_dict(opt_state)
+    sched2.load_state_dict(sched_state)
+    assert sched2.step_size == 3 and sched2.gamma == 0.5 and sched2.last_epoch == 4
+    resumed = []
+    for _ in range(6):
+        sched2.step()
+        resumed.append(lrs(opt2))
+    assert resumed == reference
+
+
+@pytest.mark.parametrize("kwargs", [dict(step_size=0), dict(step_size=-2), dict(step_size=1.5), dict(step_size=2, gamma=0.0),
+                                    dict(step_size=2, gamma=-0.1)])
+def test_step_lr_bad_arguments_raise_value_error(kwargs):
+    with pytest.raises(ValueError):
+        StepLR(optimiser(), **kwargs)
+
+
+def test_a_scheduler_without_an_optimiser_raises_type_error():
+    with pytest.raises(TypeError):
+        StepLR(object(), step_size=1)
+    with pytest.raises(TypeError):
+        ReduceLROnPlateau(object())
+
+
+# --------------------------------------------------------------------------- ReduceLROnPlateau
+
+
+def test_plateau_divides_by_ten_after_patience_bad_epochs():
+    opt = optimiser(lr=0.01)
+    sched = ReduceLROnPlateau(opt, mode="min", factor=0.1, patience=2)
+    losses = [1.0, 0.9, 0.9, 0.9, 0.9, 0.8, 0.8, 0.8, 0.8]
+    seen = []
+    for loss in losses:
+        sched.step(loss)
+        seen.append(opt.param_groups[0]["lr"])
+    # Bad epochs after 0.9: 1, 2, 3 > patience -> reduce at the 5th step; then 0.8 improves,
+    # three more bad epochs -> reduce at the 9th.
+    expected = [0.01] * 4 + [0.001] * 4 + [0.0001]
+    np.testing.assert_allclose(seen, expected, rtol=1e-12)
+
+
+def test_plateau_never_goes_below_min_lr():
+    opt = optimiser(lr=1.0)
+    sched = ReduceLROnPlateau(opt, factor=0.5, patience=0, min_lr=0.2)
+    for _ in range(10):
+        sched.step(5.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
+def test_plateau_in_max_mode_treats_rising_accuracy_as_improvement():
+    opt = optimiser(lr=1.0)
+    sched = ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=1)
+    for acc in [0.1, 0.2, 0.3, 0.4, 0.5]:
+        sched.step(acc)
+    assert opt.param_groups[0]["lr"] == 1.0
+    for acc in [0.5, 0.5]:
+        sched.step(acc)
+    assert opt.param_groups[0]["lr"] == 0.5
+
+
+def test_plateau_accepts_a_scalar_tensor_metric_and_rejects_nan():
+    opt = optimiser(lr=1.0)
+    sched = ReduceLROnPlateau(opt, patience=0)
+    sched.step(ma.tensor(1.0))
+    sched.step(ma.tensor(2.0))
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        sched.step(float("nan"))
+
+
+# A metric that improves, stalls, creeps (changes below a relative/absolute threshold), jumps, goes negative.
+METRICS = [
+    5.0, 4.0, 4.0, 3.9999, 3.99995, 4.1, 4.0, 3.0, 3.0, 3.0, 2.9995, 2.999, 3.5, 3.5, 3.5, 3.5, 1.0, 0.99, 0.9899,
+    0.98995, 0.98995, 0.98995, 0.5, 0.4999, 0.4999, 0.4999, 0.4999, -0.1, -0.2, -0.2, -0.19, -0.2001, -0.2001,
+    -0.2001, -0.2001, -0.2001, -0.2001, 7.0, 7.0, 7.0,
+]
+
+PLATEAU_CASES = [
+    dict(),
+    dict(mode="min", factor=0.5, patience=0),
+    dict(mode="min", factor=0.5, patience=2, threshold=1e-3),
+    dict(mode="min", factor=0.3, patience=1, threshold=0.05, threshold_mode="abs"),
+    dict(mode="min", factor=0.5, patience=1, cooldown=2),
+    dict(mode="min", factor=0.1, patience=0, min_lr=1e-4),
+    dict(mode="min", factor=0.5, patience=1, min_lr=[1e-3, 5e-2]),
+    dict(mode="max", factor=0.5, patience=1),
+    dict(mode="max", factor=0.2, patience=0, threshold=0.01, threshold_mode="abs", cooldown=1),
+    dict(mode="max", factor=0.5, patience=2, threshold=0.0, cooldown=3, min_lr=0.01),
+    dict(mode="min", factor=0.9, patience=0, eps=0.02),
+]
+
+
+@pytest.mark.parametrize("kwargs", PLATEAU_CASES, ids=lambda kw: ",".join(f"{k}={v}" for k, v in kw.items()) or "defaults")
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_plateau_agrees_with_torch_after_every_step(kwargs, sign):
+    torch = pytest.importorskip("torch")
+    opt, topt = optimiser(lr=0.1, groups=2), torch_optimiser(torch, lr=0.1, groups=2)
+    sched = ReduceLROnPlateau(opt, **kwargs)
+    tsched = torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kwargs)
+    for epoch, metric in enumerate(METRICS):
+        sched.step(sign * metric)
+        tsched.step(sign * metric)
+        np.testing.assert_allclose(lrs(opt), lrs(topt), rtol=1e-12, err_msg=f"epoch {epoch}, metric {sign * metric}")
+        assert sched.num_bad_epochs == tsched.num_bad_epochs, f"epoch {epoch}"
+        assert sched.cooldown_counter == tsched.cooldown_counter, f"epoch {epoch}"
+        assert sched.best == tsched.best, f"epoch {epoch}"
+    if "patience" in kwargs and "eps" not in kwargs:
+        assert lrs(opt) != [0.1, 0.2]  # the script really exercises a reduction
+
+
+def test_plateau_state_dict_round_trip_continues_identically():
+    opt = optimiser(lr=0.1)
+    sched = ReduceLROnPlateau(opt, factor=0.5, patience=1, cooldown=1, threshold=1e-3)
+    for metric in METRICS[:10]:
+        sched.step(metric)
+    opt_state, sched_state = opt.state_dict(), sched.state_dict()
+    reference = []
+    for metric in METRICS[10:]:
+        sched.step(metric)
+        reference.append(lrs(opt))
+
+    opt2 = optimiser(lr=0.1)
+    sched2 = ReduceLROnPlateau(opt2, mode="max", factor=0.9, patience=7)  # all overwritten
+    opt2.load_state_dict(opt_state)
+    sched2.load_state_dict(sched_state)
+    resumed = []
+    for metric in METRICS[10:]:
+        sched2.step(metric)
+        resumed.append(lrs(opt2))
+    assert resumed == reference
+    assert sched2.mode == "min" and sched2.patience == 1
+
+
+def test_plateau_initial_best_is_infinite_in_the_direction_of_the_mode():
+    assert ReduceLROnPlateau(optimiser(), mode="min").best == math.inf
+    assert ReduceLROnPlateau(optimiser(), mode="max").best == -math.inf
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(factor=1.0),
+        dict(factor=1.5),
+        dict(factor=0.0),
+        dict(factor=-0.1),
+        dict(mode="maximum"),
+        dict(mode="MIN"),
+        dict(threshold_mode="relative"),
+        dict(patience=-1),
+        dict(cooldown=-1),
+        dict(min_lr=[0.0, 0.0, 0.0]),  # one group, three floors
+    ],
+)
+def test_plateau_bad_arguments_raise_value_error(kwargs):
+    with pytest.raises(ValueError):
+        ReduceLROnPlateau(optimiser(), **kwargs)
