@@ -118,19 +118,21 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     else:
         x_padded = x
 
-    out = None
-    argmax = xp.zeros((n, c, oh, ow), dtype=_argmax_dtype(xp, kh * kw))
-    for i in range(kh):
-        for j in range(kw):
-            window = x_padded[:, :, _window_slice(i, sh, oh), _window_slice(j, sw, ow)]
-            if out is None:
-                out = window.copy()  # offset 0 is every window's first candidate
-                continue
-            # Strictly greater: an equal value met later in the window does not
-            # take over, so ties go to the first maximum, as in PyTorch.
-            better = window > out
-            xp.copyto(out, window, where=better)
-            xp.copyto(argmax, i * kw + j, where=better)
+    def window(offset):
+        """The strided view of x_padded that window offset i*kw + j reads, one entry per output."""
+        i, j = divmod(offset, kw)
+        return x_padded[:, :, _window_slice(i, sh, oh), _window_slice(j, sw, ow)]
+
+    # First the maximum: one in-place xp.maximum per offset (cheap, no masks).
+    out = window(0).copy()
+    for offset in range(1, kh * kw):
+        xp.maximum(out, window(offset), out=out)
+    # Then which offset holds it. Scanning the offsets backwards and letting each
+    # equal one overwrite leaves the FIRST maximum in row-major window order:
+    # PyTorch's tie rule.
+    argmax = xp.empty((n, c, oh, ow), dtype=_argmax_dtype(xp, kh * kw))
+    for offset in reversed(range(kh * kw)):
+        xp.copyto(argmax, offset, where=window(offset) == out)
 
     cache = MaxPoolCache(argmax, (n, c, h, w), x.dtype, (kh, kw), (sh, sw), (ph, pw))
     return out, cache
