@@ -40,7 +40,7 @@ def parse_args(argv=None):
                         help="alexnet-mnist: the 28x28 net (CPU, minutes); alexnet: the 227x227 single-tower net (GPU)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--nesterov", action="store_true")
