@@ -1,0 +1,44 @@
+"""The benchmark code runs (tiny sizes, one repeat) and reports what it measured; no number is asserted."""
+
+import numpy as np
+import pytest
+
+from benchmarks.__main__ import markdown_report
+from benchmarks.common import machine_info
+from benchmarks.cpu import kernel_benchmarks
+from benchmarks.profile import format_profile, minialex_profile
+
+
+def _torch_or_none():
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    return torch
+
+
+def test_every_kernel_benchmark_runs_and_reports_positive_times():
+    torch = _torch_or_none()
+    rows = kernel_benchmarks(batch=1, repeats=1, torch=torch,
+                             names=["conv2", "pool5", "lrn2", "relu1", "dropout6", "fc8", "softmax_xent"])
+    assert [row["kernel"] for row in rows] == ["conv2", "pool5", "lrn2", "relu1", "dropout6", "fc8", "softmax_xent"]
+    for row in rows:
+        assert row["minialex_forward"] > 0 and row["minialex_backward"] > 0
+        if torch is not None:
+            assert row["torch_forward"] > 0 and row["torch_backward"] > 0
+    report = markdown_report(machine_info(1), rows, [], [])
+    assert "| conv2 | 1 |" in report
+
+
+def test_profile_has_a_row_per_layer_and_the_loss():
+    rows = minialex_profile(batch=1, repeats=1)
+    assert len(rows) == 15 + 1 + 7 + 1  # features, flatten, classifier, loss
+    assert all(row["forward"] >= 0 and row["backward"] >= 0 for row in rows)
+    assert np.isfinite(sum(row["backward"] for row in rows))
+    assert "| total |" in format_profile(rows)
+
+
+@pytest.mark.parametrize("bad", [["no-such-kernel"]])
+def test_unknown_kernel_names_select_nothing(bad):
+    assert kernel_benchmarks(batch=1, repeats=1, torch=None, names=bad) == []
