@@ -38,7 +38,7 @@ def parse_args(argv=None):
                         help="folder with the four .gz files; default: the download cache ($MINIALEX_DATA or ~/.cache/minialex)")
     parser.add_argument("--model", choices=["alexnet-mnist", "alexnet"], default="alexnet-mnist",
                         help="alexnet-mnist: the 28x28 net (CPU, minutes); alexnet: the 227x227 single-tower net (GPU)")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--momentum", type=float, default=0.9)
@@ -47,7 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--scheduler", choices=["none", "step", "plateau"], default="step",
                         help="step: multiply the rate by --gamma every --step-size epochs; "
                              "plateau: divide by 10 when the test loss stalls (the paper's rule)")
-    parser.add_argument("--step-size", type=int, default=2)
+    parser.add_argument("--step-size", type=int, default=3)
     parser.add_argument("--gamma", type=float, default=0.1)
     parser.add_argument("--shift", type=int, default=0, help="random shift augmentation, in pixels (0: none)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
