@@ -36,6 +36,15 @@ def cuda_device_count():
     return _cupy.cuda.runtime.getDeviceCount() if cuda_available() else 0
 
 
+def cupy_module():
+    """The cupy module, or None where CuPy is not installed (for the CUDA fast paths and benchmarks).
+
+    Other modules ask for CuPy here instead of importing it, so that this file
+    stays the one place that knows whether it loaded.
+    """
+    return _cupy
+
+
 def is_cuda_array(array):
     return _cupy is not None and isinstance(array, _cupy.ndarray)
 
@@ -100,6 +109,10 @@ def to_device(array, device):
     if device == "cpu":
         return _cupy.asnumpy(array)
     with _cupy.cuda.Device(_cuda_index(device)):
+        if is_cuda_array(array):
+            # GPU to another GPU: cupy.asarray would hand back the array where it
+            # is; cupy.copy allocates on the current device and copies across.
+            return _cupy.copy(array)
         return _cupy.asarray(array)
 
 

@@ -24,6 +24,8 @@ module comes from the inputs) and knows nothing about autograd.
 """
 
 from minialex.backend import get_array_module
+from minialex.kernels import cuda as fast_paths
+from minialex.kernels.cuda import conv as cuda_conv
 
 
 def conv_output_size(size, kernel, stride, padding):
@@ -57,6 +59,8 @@ def im2col(x, kh, kw, stride, padding):
     oh = conv_output_size(H, kh, sh, ph)
     ow = conv_output_size(W, kw, sw, pw)
     assert oh > 0 and ow > 0, f"kernel {kh}x{kw} larger than padded input {x.shape}"
+    if fast_paths.active(x):  # CuPy array: one CUDA thread per column element
+        return cuda_conv.im2col(x, kh, kw, stride, padding)
 
     if ph or pw:
         x_padded = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
@@ -98,6 +102,8 @@ def col2im(col, x_shape, kh, kw, stride, padding):
         f"col shape {col.shape} does not match x_shape {x_shape} with kernel {kh}x{kw}, "
         f"stride {stride}, padding {padding}: expected {(C * kh * kw, N * oh * ow)}"
     )
+    if fast_paths.active(col):  # CuPy array: one CUDA thread per pixel, gathering its windows
+        return cuda_conv.col2im(col, x_shape, kh, kw, stride, padding)
 
     col = col.reshape(C, kh, kw, N, oh, ow)
     x_padded = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=col.dtype)

@@ -16,6 +16,8 @@ Evaluation (or p == 0) is the identity; that choice is made by the caller.
 """
 
 from .. import backend
+from . import cuda as fast_paths
+from .cuda import elementwise as cuda_elementwise
 
 
 def dropout_mask(shape, p, dtype, device="cpu"):
@@ -27,6 +29,8 @@ def dropout_mask(shape, p, dtype, device="cpu"):
 
 def dropout_forward(x, p):
     """y = x * mask. Returns (y, mask); the mask is the cache."""
+    if fast_paths.active(x):  # CuPy array: mask and scale in one ElementwiseKernel
+        return cuda_elementwise.dropout_forward(x, p)
     mask = dropout_mask(x.shape, p, x.dtype, backend.device_of(x))
     return x * mask, mask
 

@@ -32,6 +32,8 @@ import numbers
 from typing import NamedTuple
 
 from minialex.backend import get_array_module
+from minialex.kernels import cuda as fast_paths
+from minialex.kernels.cuda import lrn as cuda_lrn
 
 
 class LRNCache(NamedTuple):
@@ -96,6 +98,8 @@ def local_response_norm_forward(x, size, alpha, beta, k):
     """
     _check_arguments(x, size, alpha, beta, k)
     size, alpha, beta, k = int(size), float(alpha), float(beta), float(k)
+    if fast_paths.active(x):  # CuPy array: one CUDA thread per (n, pixel), running channel sum
+        return cuda_lrn.local_response_norm_forward(x, size, alpha, beta, k)
     window_sum = _channel_window_sum(x * x, before=size // 2, after=(size - 1) // 2)
     scale = k + (alpha / size) * window_sum
     scale_pow = scale ** (-beta)
@@ -127,6 +131,8 @@ def local_response_norm_backward(dout, cache):
     if tuple(dout.shape) != tuple(x.shape):
         raise ValueError(f"dout has shape {tuple(dout.shape)}, expected the input shape {tuple(x.shape)}")
     dout = dout.astype(x.dtype, copy=False)
+    if fast_paths.active(dout, x):  # CuPy arrays: one CUDA thread per (n, pixel)
+        return cuda_lrn.local_response_norm_backward(dout, cache)
     # a_c * scale_c^(-beta-1) written as a_c * scale_c^(-beta) / scale_c: no second power.
     through_scale = dout * x * scale_pow / scale
     received = _channel_window_sum(through_scale, before=(size - 1) // 2, after=size // 2)

@@ -25,6 +25,8 @@ import numbers
 from typing import NamedTuple, Tuple
 
 from minialex.backend import get_array_module
+from minialex.kernels import cuda as fast_paths
+from minialex.kernels.cuda import pool as cuda_pool
 
 
 def pool_output_size(size, kernel, stride, padding):
@@ -110,6 +112,8 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
             f"max_pool2d output would be empty: input {h}x{w} with kernel {(kh, kw)}, "
             f"stride {(sh, sw)}, padding {(ph, pw)} gives {oh}x{ow}"
         )
+    if fast_paths.active(x):  # CuPy array: one CUDA thread per output
+        return cuda_pool.max_pool2d_forward(x, (kh, kw), (sh, sw), (ph, pw))
 
     xp = get_array_module(x)
     if ph or pw:
@@ -157,6 +161,8 @@ def max_pool2d_backward(dout, cache):
         raise ValueError(
             f"dout has shape {tuple(dout.shape)}, expected the output shape {tuple(argmax.shape)}"
         )
+    if fast_paths.active(dout) and dout.dtype == x_dtype:  # CuPy: one CUDA thread per input pixel
+        return cuda_pool.max_pool2d_backward(dout, cache)
     xp = get_array_module(dout, argmax)
     oh, ow = argmax.shape[2:]
 

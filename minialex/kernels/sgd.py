@@ -21,15 +21,21 @@ while PyTorch's buffer is rescaled by the new rate at once.
 """
 
 from ..backend import get_array_module
+from . import cuda as fast_paths
+from .cuda import sgd as cuda_sgd
 
 
 def sgd_update(param, grad, momentum_buffer, scratch, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
     """Update ``param`` in place; return the (new or updated) momentum buffer, or None.
 
     param, grad, scratch: arrays of one shape; momentum_buffer: that shape or None.
+    scratch None: a temporary is made (the GPU fast path needs none at all).
     """
+    buffer_ok = momentum_buffer is None or fast_paths.active(param, momentum_buffer)
+    if fast_paths.active(param, grad) and buffer_ok:  # CuPy: one fused ElementwiseKernel, no scratch
+        return cuda_sgd.sgd_update(param, grad, momentum_buffer, lr, momentum, weight_decay, nesterov)
     xp = get_array_module(param)
-    step = scratch
+    step = xp.empty_like(param) if scratch is None else scratch
     if weight_decay:
         xp.multiply(param, weight_decay, out=step)
         step += grad

@@ -16,6 +16,8 @@ Shapes: x (N, C) logits, t (N,) integer class indices in [0, C).
 """
 
 from ..backend import get_array_module
+from . import cuda as fast_paths
+from .cuda import elementwise as cuda_elementwise
 
 
 def softmax(x, axis=-1):
@@ -62,6 +64,8 @@ def cross_entropy_forward(logits, target):
 
 def cross_entropy_backward(dloss, cache):
     """dlogits = (softmax - onehot(target)) / N * dloss, fused in one pass."""
+    if fast_paths.active(cache[0]):  # CuPy log-probabilities: one fused ElementwiseKernel
+        return cuda_elementwise.cross_entropy_backward(dloss, cache)
     xp = get_array_module(dloss)
     log_probs, target = cache
     n = log_probs.shape[0]

@@ -147,7 +147,8 @@ class SGD(Optimizer):
                 p.data,
                 p.grad.data,
                 state.get("momentum_buffer"),
-                self._scratch_for(p),
+                # The CUDA update is one fused kernel that needs no scratch array.
+                None if backend.is_cuda_array(p.data) else self._scratch_for(p),
                 group["lr"],
                 group["momentum"],
                 group["weight_decay"],

@@ -1,0 +1,494 @@
+"""GPU benchmarks: AlexNet's kernels and whole training step, CPU vs generic CuPy vs CUDA fast paths vs PyTorch.
+
+    python benchmarks/gpu.py              # batch 128, writes benchmarks/results/gpu-<gpu name>.json and .md
+    python benchmarks/gpu.py --quick      # batch 32, fewer repeats (a smoke run)
+    python -m benchmarks.gpu --no-cpu     # leave out the (slow) CPU NumPy columns
+
+Four columns for every kernel of the paper's AlexNet (forward and backward)
+and for the whole training step (forward + loss + backward + SGD momentum
+0.9, weight decay 5e-4, float32):
+
+    cpu       minialex on NumPy
+    generic   minialex on CuPy with the fast paths switched off (one CuPy call per step)
+    fast      minialex on CuPy with the CUDA fast paths (minialex/kernels/cuda/)
+    torch     PyTorch on CUDA (cuDNN), where torch with CUDA is installed
+
+GPU times are CUDA-event times: ``cupyx.profiler.benchmark`` for minialex
+(warm-up runs, then ``n_repeat`` runs each bracketed by events), and
+torch.cuda.Event pairs the same way for PyTorch; each cell is the median.
+CPU times are perf_counter medians. PyTorch runs in strict float32 (TF32 off
+for cuDNN and cuBLAS), as CuPy does by default, so both do the same arithmetic.
+"""
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+import minialex as ma  # noqa: E402
+import minialex.functional as MF  # noqa: E402
+from benchmarks.common import median_time, write_results  # noqa: E402
+from benchmarks.layers import LAYERS, torch_alexnet  # noqa: E402
+from minialex import backend, models, optim  # noqa: E402
+from minialex.kernels import activation, conv, dropout, linear, lrn, pool, sgd, softmax_xent  # noqa: E402
+from minialex.kernels import cuda as fast_paths  # noqa: E402
+
+PATHS = ("cpu", "generic", "fast", "torch")
+
+
+# --------------------------------------------------------------------------- timers
+
+
+def gpu_time(function, repeats, warmup):
+    """Median CUDA-event seconds of ``function()`` (cupyx.profiler.benchmark: warm-up, then timed runs)."""
+    from cupyx.profiler import benchmark  # noqa: PLC0415 - part of CuPy, only reached with CUDA
+
+    result = benchmark(function, n_repeat=repeats, n_warmup=warmup)
+    return float(np.median(result.gpu_times[0]))
+
+
+def torch_gpu_time(torch, function, repeats, warmup):
+    """Median CUDA-event seconds of a PyTorch ``function()``."""
+    for _ in range(warmup):
+        function()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        function()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)  # elapsed_time is in milliseconds
+    return statistics.median(times)
+
+
+# --------------------------------------------------------------------------- one kernel, any device
+
+
+def minialex_kernel(kind, spec, x, rng, to):
+    """(forward, backward) closures over minialex's kernel ``kind``; ``to`` puts NumPy arrays on the device.
+
+    The backward reuses the cache of the last forward. For "sgd" the forward
+    is one update of a (4096, 9216) parameter and there is no backward.
+    """
+    state = {}
+    X = to(x)
+    if kind == "conv":
+        weight = to((rng.standard_normal((spec["out"], x.shape[1] // spec["groups"], spec["k"], spec["k"])) * 0.01)
+                    .astype(np.float32))
+        bias = to(np.zeros(spec["out"], np.float32))
+        stride, padding = (spec["stride"],) * 2, (spec["pad"],) * 2
+
+        def forward():
+            state["out"], state["cache"] = conv.conv2d_forward(X, weight, bias, stride, padding, spec["groups"])
+
+        def backward():
+            # conv1's input is the data: like the training step, skip its input gradient.
+            conv.conv2d_backward(state["dout"], state["cache"], need_input_grad=not spec.get("first"))
+    elif kind == "pool":
+        def forward():
+            state["out"], state["cache"] = pool.max_pool2d_forward(X, (3, 3), (2, 2), (0, 0))
+
+        def backward():
+            pool.max_pool2d_backward(state["dout"], state["cache"])
+    elif kind == "lrn":
+        def forward():
+            state["out"], state["cache"] = lrn.local_response_norm_forward(X, 5, 1e-4, 0.75, 2.0)
+
+        def backward():
+            lrn.local_response_norm_backward(state["dout"], state["cache"])
+    elif kind == "relu":
+        def forward():
+            state["out"], state["cache"] = activation.relu_forward(X)
+
+        def backward():
+            activation.relu_backward(state["dout"], state["cache"])
+    elif kind == "dropout":
+        def forward():
+            state["out"], state["cache"] = dropout.dropout_forward(X, 0.5)
+
+        def backward():
+            dropout.dropout_backward(state["dout"], state["cache"])
+    elif kind == "linear":
+        weight = to((rng.standard_normal((spec["out"], x.shape[1])) * 0.01).astype(np.float32))
+        bias = to(np.zeros(spec["out"], np.float32))
+
+        def forward():
+            state["out"], state["cache"] = linear.linear_forward(X, weight, bias)
+
+        def backward():
+            linear.linear_backward(state["dout"], state["cache"])
+    elif kind == "xent":
+        target = to(rng.integers(0, x.shape[1], x.shape[0]))
+        dloss = to(np.asarray(1.0, np.float32))
+
+        def forward():
+            state["out"], state["cache"] = softmax_xent.cross_entropy_forward(X, target)
+
+        def backward():
+            softmax_xent.cross_entropy_backward(dloss, state["cache"])
+    elif kind == "sgd":
+        grad = to(rng.standard_normal(x.shape).astype(np.float32))
+        scratch = to(np.empty_like(x))
+
+        def forward():
+            state["buffer"] = sgd.sgd_update(X, grad, state.get("buffer"), scratch, 0.01, 0.9, 5e-4, False)
+
+        return forward, None
+    else:
+        raise ValueError(f"unknown kernel kind {kind!r}")
+    forward()
+    state["dout"] = to(rng.standard_normal(tuple(state["out"].shape)).astype(np.float32))
+    return forward, backward
+
+
+def torch_kernel(torch, kind, spec, x, rng):
+    """(forward, backward) closures running the same layer through torch.nn.functional on the GPU."""
+    TF = torch.nn.functional
+    device = torch.device("cuda")
+    X = torch.from_numpy(x).to(device)
+    state, leaves = {}, []
+    if kind == "sgd":
+        parameter = torch.nn.Parameter(X)
+        parameter.grad = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)).to(device)
+        optimizer = torch.optim.SGD([parameter], lr=0.01, momentum=0.9, weight_decay=5e-4)
+        return optimizer.step, None
+    if kind == "conv":
+        weight = torch.from_numpy((rng.standard_normal((spec["out"], x.shape[1] // spec["groups"], spec["k"], spec["k"]))
+                                   * 0.01).astype(np.float32)).to(device).requires_grad_()
+        bias = torch.zeros(spec["out"], device=device, requires_grad=True)
+        leaves = [weight, bias] + ([] if spec.get("first") else [X.requires_grad_()])
+
+        def run():
+            return TF.conv2d(X, weight, bias, spec["stride"], spec["pad"], 1, spec["groups"])
+    elif kind == "linear":
+        weight = torch.from_numpy((rng.standard_normal((spec["out"], x.shape[1])) * 0.01).astype(np.float32)) \
+            .to(device).requires_grad_()
+        bias = torch.zeros(spec["out"], device=device, requires_grad=True)
+        leaves = [weight, bias, X.requires_grad_()]
+
+        def run():
+            return TF.linear(X, weight, bias)
+    elif kind == "xent":
+        target = torch.from_numpy(rng.integers(0, x.shape[1], x.shape[0])).to(device)
+        leaves = [X.requires_grad_()]
+
+        def run():
+            return TF.cross_entropy(X, target)
+    else:
+        leaves = [X.requires_grad_()]
+        run = {
+            "pool": lambda: TF.max_pool2d(X, 3, 2),
+            "lrn": lambda: TF.local_response_norm(X, 5, 1e-4, 0.75, 2.0),
+            "relu": lambda: TF.relu(X),
+            "dropout": lambda: TF.dropout(X, 0.5, True),
+        }[kind]
+
+    def forward():
+        state["out"] = run()
+
+    def backward():
+        for leaf in leaves:
+            leaf.grad = None
+        state["out"].backward(state["dout"], retain_graph=True)
+
+    forward()
+    state["dout"] = torch.randn_like(state["out"])
+    return forward, backward
+
+
+def kernel_rows(batch, settings, torch, names=None):
+    """One row a kernel: forward and backward seconds for each path (None where not run)."""
+    cp = backend.cupy_module()
+    rows = []
+    for name, kind, shape, spec in LAYERS:
+        if names and name not in names:
+            continue
+        rng = np.random.default_rng(0)
+        full_shape = shape if kind == "sgd" else (batch, *shape)
+        x = rng.standard_normal(full_shape).astype(np.float32)
+        row = {"kernel": name, "batch": None if kind == "sgd" else batch}
+        if settings["cpu"]:
+            forward, backward = minialex_kernel(kind, spec, x.copy(), np.random.default_rng(1), np.asarray)
+            row["cpu_forward"] = median_time(forward, settings["cpu_repeats"])
+            row["cpu_backward"] = median_time(backward, settings["cpu_repeats"]) if backward else None
+        for path in ("generic", "fast"):
+            with fast_paths.use_fast_paths(path == "fast"):
+                forward, backward = minialex_kernel(kind, spec, x.copy(), np.random.default_rng(1), cp.asarray)
+                row[f"{path}_forward"] = gpu_time(forward, settings["repeats"], settings["warmup"])
+                row[f"{path}_backward"] = (gpu_time(backward, settings["repeats"], settings["warmup"])
+                                           if backward else None)
+        if torch is not None:
+            forward, backward = torch_kernel(torch, kind, spec, x.copy(), np.random.default_rng(1))
+            row["torch_forward"] = torch_gpu_time(torch, forward, settings["repeats"], settings["warmup"])
+            row["torch_backward"] = (torch_gpu_time(torch, backward, settings["repeats"], settings["warmup"])
+                                     if backward else None)
+        cp.get_default_memory_pool().free_all_blocks()  # the next layer starts with the memory free
+        rows.append(row)
+        print(f"  {name}: " + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in row.items()
+                                        if k.endswith(("forward", "backward")) and v is not None), flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------- the whole training step
+
+
+def minialex_step(batch, device):
+    """A closure for one paper-AlexNet training step on ``device`` (batch, float32, SGD 0.9 / 5e-4)."""
+    ma.manual_seed(0)
+    model = models.alexnet().to(device)
+    optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    x = ma.tensor(rng.standard_normal((batch, 3, 227, 227)).astype(np.float32), device=device)
+    target = ma.tensor(rng.integers(0, 1000, batch), device=device)
+
+    def step():
+        loss = MF.cross_entropy(model(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def torch_step(torch, batch):
+    torch.manual_seed(0)
+    model = torch_alexnet(torch).cuda()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.standard_normal((batch, 3, 227, 227)).astype(np.float32)).cuda()
+    target = torch.from_numpy(rng.integers(0, 1000, batch)).cuda()
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def step_row(batch, settings, torch):
+    cp = backend.cupy_module()
+    row = {"batch": batch}
+    if settings["cpu"]:
+        row["cpu"] = median_time(minialex_step(batch, "cpu"), settings["cpu_step_repeats"], warmup=1)
+        print(f"  cpu step {row['cpu'] * 1e3:.0f} ms", flush=True)
+    step = minialex_step(batch, "cuda")
+    for path in ("generic", "fast"):
+        with fast_paths.use_fast_paths(path == "fast"):
+            row[path] = gpu_time(step, settings["step_repeats"], settings["warmup"])
+        print(f"  {path} step {row[path] * 1e3:.1f} ms", flush=True)
+    del step
+    cp.get_default_memory_pool().free_all_blocks()
+    if torch is not None:
+        row["torch"] = torch_gpu_time(torch, torch_step(torch, batch), settings["step_repeats"], settings["warmup"])
+        print(f"  torch step {row['torch'] * 1e3:.1f} ms", flush=True)
+    return row
+
+
+# --------------------------------------------------------------------------- machine, report
+
+
+def _version(number):
+    """CUDA's version integers (12040) as text (12.4)."""
+    return f"{number // 1000}.{number % 1000 // 10}"
+
+
+def gpu_info(torch):
+    cp = backend.cupy_module()
+    device = cp.cuda.Device()
+    properties = cp.cuda.runtime.getDeviceProperties(device.id)
+    name = properties["name"]
+    info = {
+        "gpu": name.decode() if isinstance(name, bytes) else str(name),
+        "compute_capability": f"{properties.get('major', '?')}.{properties.get('minor', '?')}",
+        "memory_gib": round(properties.get("totalGlobalMem", 0) / 2**30, 1),
+        "cuda_runtime": _version(cp.cuda.runtime.runtimeGetVersion()),
+        "cuda_driver_api": _version(cp.cuda.runtime.driverGetVersion()),
+        "nvidia_driver": None,
+        "cupy": cp.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+        "torch": None,
+        "torch_cuda": None,
+        "cudnn": None,
+    }
+    try:  # the kernel-module driver version, where nvidia-smi is on the PATH
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=False)
+        info["nvidia_driver"] = smi.stdout.strip().splitlines()[device.id] if smi.returncode == 0 else None
+    except (OSError, IndexError, subprocess.SubprocessError):
+        pass
+    if torch is not None:
+        info.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    torch_tf32=False, cudnn_benchmark=bool(torch.backends.cudnn.benchmark))
+    return info
+
+
+def _ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1e3:.3f}"
+
+
+def _ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def _x(value):
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def _total(row, path):
+    forward = row.get(f"{path}_forward")
+    if forward is None:
+        return None
+    return forward + (row.get(f"{path}_backward") or 0.0)
+
+
+def targets(kernels, step):
+    """The issue's targets, each with its measured value and whether it is met."""
+    checks = []
+    if step.get("torch"):
+        value = step["fast"] / step["torch"]
+        checks.append(("training step: minialex GPU <= 2.0x PyTorch CUDA", f"{value:.2f}x", value <= 2.0))
+    if step.get("cpu"):
+        value = step["cpu"] / step["fast"]
+        checks.append(("training step: minialex GPU >= 50x faster than minialex CPU", f"{value:.0f}x", value >= 50))
+    for row in kernels:
+        if row["kernel"].startswith(("lrn", "pool")):
+            value = _ratio(_total(row, "generic"), _total(row, "fast"))
+            checks.append((f"{row['kernel']}: fast path >= 5x faster than generic CuPy (fwd+bwd)",
+                           _x(value), value is not None and value >= 5))
+    return checks
+
+
+def markdown_report(info, settings, kernels, step):
+    lines = [
+        f"# minialex GPU benchmarks: {info['gpu']}",
+        "",
+        f"GPU {info['gpu']} (compute {info['compute_capability']}, {info['memory_gib']} GiB); CUDA runtime "
+        f"{info['cuda_runtime']}, driver API {info['cuda_driver_api']}, NVIDIA driver {info['nvidia_driver']}; "
+        f"CuPy {info['cupy']}; NumPy {info['numpy']}; PyTorch {info['torch']} (CUDA {info['torch_cuda']}, "
+        f"cuDNN {info['cudnn']}, TF32 off); Python {info['python']}.",
+        f"GPU times: median CUDA-event time of {settings['repeats']} runs after {settings['warmup']} warm-up runs "
+        "(cupyx.profiler.benchmark for minialex, torch.cuda.Event for PyTorch). CPU: perf_counter medians. "
+        "float32 throughout; paper AlexNet shapes.",
+        "",
+        "## Kernels",
+        "",
+        "| kernel | batch | cpu fwd ms | generic fwd ms | fast fwd ms | torch fwd ms | cpu bwd ms | generic bwd ms "
+        "| fast bwd ms | torch bwd ms | fast vs generic | fast / torch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in kernels:
+        cells = [row["kernel"], "-" if row["batch"] is None else str(row["batch"])]
+        cells += [_ms(row.get(f"{path}_forward")) for path in PATHS]
+        cells += [_ms(row.get(f"{path}_backward")) for path in PATHS]
+        cells += [_x(_ratio(_total(row, "generic"), _total(row, "fast"))),
+                  _x(_ratio(_total(row, "fast"), _total(row, "torch")))]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "(fast vs generic: how many times faster the fast path is, forward + backward; fast / torch: minialex's "
+        "time over PyTorch's, below 1 is faster. The sgd row updates one (4096, 9216) parameter: fc6's weight.)",
+    ]
+    if step.get("fast") is not None:
+        lines += _step_table(step)
+    lines += ["", "## Targets (issue 7)", "", "| target | measured | met |", "| --- | ---: | :---: |"]
+    for name, value, met in targets(kernels, step):
+        lines.append(f"| {name} | {value} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines)
+
+
+def _step_table(step):
+    lines = [
+        "",
+        f"## Whole training step (paper AlexNet, batch {step['batch']}: forward + loss + backward + SGD momentum 0.9, "
+        "weight decay 5e-4)",
+        "",
+        "| path | ms | / torch | speed-up over minialex CPU |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for path in PATHS:
+        if step.get(path) is not None:
+            lines.append(f"| {path} | {step[path] * 1e3:.1f} | {_x(_ratio(step[path], step.get('torch')))} | "
+                         f"{_x(_ratio(step.get('cpu'), step[path]))} |")
+    return lines
+
+
+def _load_torch(wanted):
+    if not wanted:
+        return None
+    try:
+        import torch  # noqa: PLC0415 - the optional 'bench' extra
+    except ImportError:
+        print("PyTorch is not installed: no PyTorch column")
+        return None
+    if not torch.cuda.is_available():
+        print("this PyTorch has no CUDA: no PyTorch column")
+        return None
+    # Strict float32, as CuPy computes by default: the same arithmetic on both sides.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return torch
+
+
+def _slug(text):
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python benchmarks/gpu.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="batch 32 and fewer repeats")
+    parser.add_argument("--batch", type=int, default=None, help="batch size (default 128, 32 with --quick)")
+    parser.add_argument("--kernels", nargs="*", help="only these kernels, e.g. lrn1 pool1 (and no training step)")
+    parser.add_argument("--no-cpu", action="store_true", help="leave out the CPU NumPy columns")
+    parser.add_argument("--no-torch", action="store_true", help="leave out PyTorch")
+    parser.add_argument("--name", default=None, help="results file name (default gpu-<gpu name>)")
+    args = parser.parse_args(argv)
+
+    if not ma.cuda.is_available():
+        print("benchmarks/gpu.py needs CuPy and a CUDA GPU, and this machine has "
+              f"{'no CuPy' if backend.cupy_module() is None else 'CuPy but no usable CUDA device'}. "
+              "Install the 'cuda' extra (pip install -e '.[cuda]') on a machine with an NVIDIA GPU, "
+              "or run the CPU suite: python -m benchmarks", file=sys.stderr)
+        return 2
+
+    batch = args.batch or (32 if args.quick else 128)
+    settings = {
+        "cpu": not args.no_cpu,
+        "repeats": 10 if args.quick else 50,
+        "warmup": 3 if args.quick else 5,
+        "step_repeats": 5 if args.quick else 20,
+        "cpu_repeats": 1 if args.quick else 3,
+        "cpu_step_repeats": 1 if args.quick else 2,
+    }
+    torch = _load_torch(not args.no_torch)
+    info = gpu_info(torch)
+    print(f"machine: {json.dumps(info)}", flush=True)
+    print(f"kernels at batch {batch}:", flush=True)
+    kernels = kernel_rows(batch, settings, torch, args.kernels)
+    step = {"batch": batch}
+    if not args.kernels:
+        print(f"training step at batch {batch}:", flush=True)
+        step = step_row(batch, settings, torch)
+    payload = {"machine": info, "quick": args.quick, "settings": settings, "kernels": kernels, "train_step": step,
+               "targets": [{"target": n, "measured": v, "met": bool(m)} for n, v, m in targets(kernels, step)]}
+    report = markdown_report(info, settings, kernels, step)
+    json_path, md_path = write_results(args.name or f"gpu-{_slug(info['gpu'])}", payload, report)
+    print(report)
+    print(f"\nwritten: {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
