@@ -12,72 +12,10 @@ import numpy as np
 import minialex as ma
 import minialex.functional as MF
 from minialex import models, optim
-from minialex.kernels import activation, conv, dropout, linear, lrn, pool, sgd, softmax_xent
 
 from .common import median_time
+from .kernels import minialex_kernel
 from .layers import LAYERS, torch_alexnet
-
-
-def _minialex_kernel(kind, x, spec, rng):
-    """(forward(), backward()) closures over a minialex kernel; backward reuses the last forward's cache."""
-    state = {}
-    if kind == "conv":
-        c = x.shape[1]
-        w = (rng.standard_normal((spec["out"], c // spec["groups"], spec["k"], spec["k"])) * 0.01).astype(np.float32)
-        b = np.zeros(spec["out"], np.float32)
-        stride, pad = (spec["stride"],) * 2, (spec["pad"],) * 2
-
-        def forward():
-            state["out"], state["cache"] = conv.conv2d_forward(x, w, b, stride, pad, spec["groups"])
-
-        def backward():
-            conv.conv2d_backward(state["dout"], state["cache"], need_input_grad=not spec.get("first"))
-    elif kind == "pool":
-        def forward():
-            state["out"], state["cache"] = pool.max_pool2d_forward(x, (3, 3), (2, 2), (0, 0))
-
-        def backward():
-            pool.max_pool2d_backward(state["dout"], state["cache"])
-    elif kind == "lrn":
-        def forward():
-            state["out"], state["cache"] = lrn.local_response_norm_forward(x, 5, 1e-4, 0.75, 2.0)
-
-        def backward():
-            lrn.local_response_norm_backward(state["dout"], state["cache"])
-    elif kind == "relu":
-        def forward():
-            state["out"], state["cache"] = activation.relu_forward(x)
-
-        def backward():
-            activation.relu_backward(state["dout"], state["cache"])
-    elif kind == "dropout":
-        def forward():
-            state["out"], state["cache"] = dropout.dropout_forward(x, 0.5)
-
-        def backward():
-            dropout.dropout_backward(state["dout"], state["cache"])
-    elif kind == "linear":
-        w = (rng.standard_normal((spec["out"], x.shape[1])) * 0.01).astype(np.float32)
-        b = np.zeros(spec["out"], np.float32)
-
-        def forward():
-            state["out"], state["cache"] = linear.linear_forward(x, w, b)
-
-        def backward():
-            linear.linear_backward(state["dout"], state["cache"])
-    elif kind == "xent":
-        target = rng.integers(0, x.shape[1], x.shape[0])
-
-        def forward():
-            state["out"], state["cache"] = softmax_xent.cross_entropy_forward(x, target)
-
-        def backward():
-            softmax_xent.cross_entropy_backward(np.float32(1.0), state["cache"])
-    else:
-        raise ValueError(kind)
-    forward()
-    state["dout"] = rng.standard_normal(np.shape(state["out"])).astype(np.float32)
-    return forward, backward
 
 
 def _torch_kernel(torch, kind, x_np, spec, rng):
@@ -134,22 +72,11 @@ def _torch_kernel(torch, kind, x_np, spec, rng):
     return forward, backward
 
 
-def _sgd_pair(torch, shape, rng):
+def _torch_sgd_step(torch, shape, rng):
     param = rng.standard_normal(shape).astype(np.float32)
-    grad = rng.standard_normal(shape).astype(np.float32)
-    scratch = np.empty_like(param)
-    state = {"buffer": None}
-
-    def ours():
-        state["buffer"] = sgd.sgd_update(param, grad, state["buffer"], scratch, 0.01, 0.9, 5e-4, False)
-
-    theirs = None
-    if torch is not None:
-        p = torch.nn.Parameter(torch.from_numpy(param.copy()))
-        p.grad = torch.from_numpy(grad.copy())
-        optimizer = torch.optim.SGD([p], lr=0.01, momentum=0.9, weight_decay=5e-4)
-        theirs = optimizer.step
-    return ours, theirs
+    p = torch.nn.Parameter(torch.from_numpy(param))
+    p.grad = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    return torch.optim.SGD([p], lr=0.01, momentum=0.9, weight_decay=5e-4).step
 
 
 def kernel_benchmarks(batch, repeats, torch=None, names=None):
@@ -160,14 +87,15 @@ def kernel_benchmarks(batch, repeats, torch=None, names=None):
         if names and name not in names:
             continue
         row = {"kernel": name, "batch": batch}
-        if kind == "sgd":
-            ours, theirs = _sgd_pair(torch, shape, rng)
+        if kind == "sgd":  # one update of a (4096, 9216) parameter: no batch, no backward
+            x = rng.standard_normal(shape).astype(np.float32)
+            ours, _ = minialex_kernel(kind, spec, x, rng, np.asarray)
             row["minialex_forward"], row["minialex_backward"] = median_time(ours, repeats), None
-            row["torch_forward"] = median_time(theirs, repeats) if theirs else None
+            row["torch_forward"] = median_time(_torch_sgd_step(torch, shape, rng), repeats) if torch else None
             row["torch_backward"] = None
         else:
             x = rng.standard_normal((batch, *shape)).astype(np.float32)
-            forward, backward = _minialex_kernel(kind, x, spec, rng)
+            forward, backward = minialex_kernel(kind, spec, x, rng, np.asarray)
             row["minialex_forward"] = median_time(forward, repeats)
             row["minialex_backward"] = median_time(backward, repeats)
             if torch is not None:
