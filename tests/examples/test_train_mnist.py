@@ -186,3 +186,24 @@ def test_bad_command_lines_are_refused(example_module, argv, capsys):
         example_module.parse_args(argv)
     assert info.value.code == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_warmup_raises_the_rate_linearly_then_hands_back_the_scheduled_rate(example, tmp_path, monkeypatch):
+    """Steps 1..N of the run use lr * step / N; later steps and the schedulers see the scheduled rate."""
+    from minialex import optim
+
+    seen = []
+    original_step = optim.SGD.step
+
+    def recording_step(self):
+        seen.append(self.param_groups[0]["lr"])
+        return original_step(self)
+
+    monkeypatch.setattr(optim.SGD, "step", recording_step)
+    # 64 images in batches of 32: 2 steps an epoch, so a 3-step warm-up crosses into epoch 2.
+    code, _, _ = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--warmup-steps", 3,
+                     "--lr", 0.03, "--out-dir", tmp_path)
+    assert code == 0
+    assert seen == pytest.approx([0.01, 0.02, 0.03, 0.03])
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert [row["lr"] for row in history] == [0.03, 0.03]
