@@ -123,22 +123,6 @@ def to_numpy(array):
     return np.array(array, copy=True)
 
 
-def as_array(data, device=None, dtype=None):
-    """Make an array from a scalar, list, NumPy or CuPy array on ``device``.
-
-    ``device`` None keeps the data's own device (lists go to the CPU).
-    """
-    if is_cuda_array(data):
-        array = data
-    else:
-        array = np.asarray(data, dtype=dtype)
-    if device is not None:
-        array = to_device(array, device)
-    if dtype is not None and array.dtype != dtype:
-        array = array.astype(dtype)
-    return array
-
-
 def scatter_add(target, index, values):
     """target[index] += values, adding repeated indices (NumPy's add.at)."""
     if is_cuda_array(target):
