@@ -14,69 +14,8 @@ import minialex.functional as MF
 from minialex import models, optim
 
 from .common import median_time
-from .kernels import minialex_kernel
+from .kernels import minialex_kernel, torch_kernel
 from .layers import LAYERS, torch_alexnet
-
-
-def _torch_kernel(torch, kind, x_np, spec, rng):
-    TF = torch.nn.functional
-    state = {}
-    x = torch.from_numpy(x_np.copy())
-    params = []
-    if kind == "conv":
-        c = x.shape[1]
-        w = torch.from_numpy((rng.standard_normal((spec["out"], c // spec["groups"], spec["k"], spec["k"])) * 0.01)
-                             .astype(np.float32)).requires_grad_()
-        b = torch.zeros(spec["out"], requires_grad=True)
-        params = [w, b]
-        if not spec.get("first"):
-            x.requires_grad_()
-
-        def run():
-            return TF.conv2d(x, w, b, spec["stride"], spec["pad"], 1, spec["groups"])
-    elif kind == "linear":
-        w = torch.from_numpy((rng.standard_normal((spec["out"], x.shape[1])) * 0.01).astype(np.float32)).requires_grad_()
-        b = torch.zeros(spec["out"], requires_grad=True)
-        params = [w, b]
-        x.requires_grad_()
-
-        def run():
-            return TF.linear(x, w, b)
-    elif kind == "xent":
-        x.requires_grad_()
-        target = torch.from_numpy(rng.integers(0, x.shape[1], x.shape[0]))
-
-        def run():
-            return TF.cross_entropy(x, target)
-    else:
-        x.requires_grad_()
-        functions = {
-            "pool": lambda: TF.max_pool2d(x, 3, 2),
-            "lrn": lambda: TF.local_response_norm(x, 5, 1e-4, 0.75, 2.0),
-            "relu": lambda: TF.relu(x),
-            "dropout": lambda: TF.dropout(x, 0.5, True),
-        }
-        run = functions[kind]
-    leaves = [t for t in [x, *params] if t.requires_grad]
-
-    def forward():
-        state["out"] = run()
-
-    def backward():
-        for leaf in leaves:
-            leaf.grad = None
-        state["out"].backward(state["dout"], retain_graph=True)
-
-    forward()
-    state["dout"] = torch.from_numpy(rng.standard_normal(tuple(state["out"].shape)).astype(np.float32))
-    return forward, backward
-
-
-def _torch_sgd_step(torch, shape, rng):
-    param = rng.standard_normal(shape).astype(np.float32)
-    p = torch.nn.Parameter(torch.from_numpy(param))
-    p.grad = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
-    return torch.optim.SGD([p], lr=0.01, momentum=0.9, weight_decay=5e-4).step
 
 
 def kernel_benchmarks(batch, repeats, torch=None, names=None):
@@ -91,7 +30,7 @@ def kernel_benchmarks(batch, repeats, torch=None, names=None):
             x = rng.standard_normal(shape).astype(np.float32)
             ours, _ = minialex_kernel(kind, spec, x, rng, np.asarray)
             row["minialex_forward"], row["minialex_backward"] = median_time(ours, repeats), None
-            row["torch_forward"] = median_time(_torch_sgd_step(torch, shape, rng), repeats) if torch else None
+            row["torch_forward"] = median_time(torch_kernel(torch, kind, spec, x, rng)[0], repeats) if torch else None
             row["torch_backward"] = None
         else:
             x = rng.standard_normal((batch, *shape)).astype(np.float32)
@@ -99,7 +38,7 @@ def kernel_benchmarks(batch, repeats, torch=None, names=None):
             row["minialex_forward"] = median_time(forward, repeats)
             row["minialex_backward"] = median_time(backward, repeats)
             if torch is not None:
-                forward, backward = _torch_kernel(torch, kind, x, spec, rng)
+                forward, backward = torch_kernel(torch, kind, spec, x, rng)
                 row["torch_forward"] = median_time(forward, repeats)
                 row["torch_backward"] = median_time(backward, repeats)
             else:

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import minialex as ma  # noqa: E402
 import minialex.functional as MF  # noqa: E402
 from benchmarks.common import median_time, write_results  # noqa: E402
-from benchmarks.kernels import minialex_kernel  # noqa: E402
+from benchmarks.kernels import minialex_kernel, torch_kernel  # noqa: E402
 from benchmarks.layers import LAYERS, torch_alexnet  # noqa: E402
 from minialex import backend, models, optim  # noqa: E402
 from minialex.kernels import cuda as fast_paths  # noqa: E402
@@ -74,61 +74,6 @@ def torch_gpu_time(torch, function, repeats, warmup):
 # --------------------------------------------------------------------------- one kernel, any device
 
 
-def torch_kernel(torch, kind, spec, x, rng):
-    """(forward, backward) closures running the same layer through torch.nn.functional on the GPU."""
-    TF = torch.nn.functional
-    device = torch.device("cuda")
-    X = torch.from_numpy(x).to(device)
-    state, leaves = {}, []
-    if kind == "sgd":
-        parameter = torch.nn.Parameter(X)
-        parameter.grad = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)).to(device)
-        optimizer = torch.optim.SGD([parameter], lr=0.01, momentum=0.9, weight_decay=5e-4)
-        return optimizer.step, None
-    if kind == "conv":
-        weight = torch.from_numpy((rng.standard_normal((spec["out"], x.shape[1] // spec["groups"], spec["k"], spec["k"]))
-                                   * 0.01).astype(np.float32)).to(device).requires_grad_()
-        bias = torch.zeros(spec["out"], device=device, requires_grad=True)
-        leaves = [weight, bias] + ([] if spec.get("first") else [X.requires_grad_()])
-
-        def run():
-            return TF.conv2d(X, weight, bias, spec["stride"], spec["pad"], 1, spec["groups"])
-    elif kind == "linear":
-        weight = torch.from_numpy((rng.standard_normal((spec["out"], x.shape[1])) * 0.01).astype(np.float32)) \
-            .to(device).requires_grad_()
-        bias = torch.zeros(spec["out"], device=device, requires_grad=True)
-        leaves = [weight, bias, X.requires_grad_()]
-
-        def run():
-            return TF.linear(X, weight, bias)
-    elif kind == "xent":
-        target = torch.from_numpy(rng.integers(0, x.shape[1], x.shape[0])).to(device)
-        leaves = [X.requires_grad_()]
-
-        def run():
-            return TF.cross_entropy(X, target)
-    else:
-        leaves = [X.requires_grad_()]
-        run = {
-            "pool": lambda: TF.max_pool2d(X, 3, 2),
-            "lrn": lambda: TF.local_response_norm(X, 5, 1e-4, 0.75, 2.0),
-            "relu": lambda: TF.relu(X),
-            "dropout": lambda: TF.dropout(X, 0.5, True),
-        }[kind]
-
-    def forward():
-        state["out"] = run()
-
-    def backward():
-        for leaf in leaves:
-            leaf.grad = None
-        state["out"].backward(state["dout"], retain_graph=True)
-
-    forward()
-    state["dout"] = torch.randn_like(state["out"])
-    return forward, backward
-
-
 def kernel_rows(batch, settings, torch, names=None):
     """One row a kernel: forward and backward seconds for each path (None where not run)."""
     cp = backend.cupy_module()
@@ -151,7 +96,7 @@ def kernel_rows(batch, settings, torch, names=None):
                 row[f"{path}_backward"] = (gpu_time(backward, settings["repeats"], settings["warmup"])
                                            if backward else None)
         if torch is not None:
-            forward, backward = torch_kernel(torch, kind, spec, x.copy(), np.random.default_rng(1))
+            forward, backward = torch_kernel(torch, kind, spec, x.copy(), np.random.default_rng(1), "cuda")
             row["torch_forward"] = torch_gpu_time(torch, forward, settings["repeats"], settings["warmup"])
             row["torch_backward"] = (torch_gpu_time(torch, backward, settings["repeats"], settings["warmup"])
                                      if backward else None)

@@ -1,7 +1,8 @@
-"""minialex's kernels as (forward, backward) closures at one layer's shapes, on any device.
+"""One layer's work as (forward, backward) closures, for minialex and for PyTorch, on any device.
 
-Shared by the CPU suite (``to=np.asarray``) and the GPU suite (``to=cupy.asarray``),
-so both time exactly the functions the docs and the tests show.
+Shared by the CPU suite (``to=np.asarray``, torch on "cpu") and the GPU suite
+(``to=cupy.asarray``, torch on "cuda"), so both time exactly the functions the
+docs and the tests show, against the same PyTorch calls.
 """
 
 import numpy as np
@@ -83,4 +84,63 @@ def minialex_kernel(kind, spec, x, rng, to):
         raise ValueError(f"unknown kernel kind {kind!r}")
     forward()
     state["dout"] = to(rng.standard_normal(tuple(state["out"].shape)).astype(np.float32))
+    return forward, backward
+
+
+def torch_kernel(torch, kind, spec, x, rng, device="cpu"):
+    """(forward, backward) closures running the same layer through torch.nn.functional on ``device``.
+
+    The backward is ``out.backward(grad)`` with the leaves' grads cleared first;
+    for "sgd" the forward is one torch.optim.SGD step and there is no backward.
+    """
+    TF = torch.nn.functional
+    device = torch.device(device)
+    X = torch.from_numpy(x).to(device)
+    state, leaves = {}, []
+    if kind == "sgd":
+        parameter = torch.nn.Parameter(X)
+        parameter.grad = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32)).to(device)
+        optimizer = torch.optim.SGD([parameter], lr=0.01, momentum=0.9, weight_decay=5e-4)
+        return optimizer.step, None
+    if kind == "conv":
+        weight = torch.from_numpy((rng.standard_normal((spec["out"], x.shape[1] // spec["groups"], spec["k"], spec["k"]))
+                                   * 0.01).astype(np.float32)).to(device).requires_grad_()
+        bias = torch.zeros(spec["out"], device=device, requires_grad=True)
+        leaves = [weight, bias] + ([] if spec.get("first") else [X.requires_grad_()])
+
+        def run():
+            return TF.conv2d(X, weight, bias, spec["stride"], spec["pad"], 1, spec["groups"])
+    elif kind == "linear":
+        weight = torch.from_numpy((rng.standard_normal((spec["out"], x.shape[1])) * 0.01).astype(np.float32)) \
+            .to(device).requires_grad_()
+        bias = torch.zeros(spec["out"], device=device, requires_grad=True)
+        leaves = [weight, bias, X.requires_grad_()]
+
+        def run():
+            return TF.linear(X, weight, bias)
+    elif kind == "xent":
+        target = torch.from_numpy(rng.integers(0, x.shape[1], x.shape[0])).to(device)
+        leaves = [X.requires_grad_()]
+
+        def run():
+            return TF.cross_entropy(X, target)
+    else:
+        leaves = [X.requires_grad_()]
+        run = {
+            "pool": lambda: TF.max_pool2d(X, 3, 2),
+            "lrn": lambda: TF.local_response_norm(X, 5, 1e-4, 0.75, 2.0),
+            "relu": lambda: TF.relu(X),
+            "dropout": lambda: TF.dropout(X, 0.5, True),
+        }[kind]
+
+    def forward():
+        state["out"] = run()
+
+    def backward():
+        for leaf in leaves:
+            leaf.grad = None
+        state["out"].backward(state["dout"], retain_graph=True)
+
+    forward()
+    state["dout"] = torch.randn_like(state["out"])
     return forward, backward
