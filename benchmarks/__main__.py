@@ -8,7 +8,7 @@ import sys
 
 from .common import machine_info, milliseconds, ratio, write_results
 from .cpu import kernel_benchmarks, train_step_benchmarks
-from .profile import format_profile, minialex_profile, torch_profile
+from .layer_profile import format_profile, minialex_profile, torch_profile
 
 
 def _load_torch(threads):

@@ -6,7 +6,7 @@ import pytest
 from benchmarks.__main__ import markdown_report
 from benchmarks.common import machine_info
 from benchmarks.cpu import kernel_benchmarks
-from benchmarks.profile import format_profile, minialex_profile
+from benchmarks.layer_profile import format_profile, minialex_profile
 
 
 def _torch_or_none():
