@@ -126,9 +126,12 @@ def to_numpy(array):
 def scatter_add(target, index, values):
     """target[index] += values, adding repeated indices (NumPy's add.at)."""
     if is_cuda_array(target):
-        import cupyx  # noqa: PLC0415 - part of CuPy, only reached with CuPy arrays
+        if hasattr(_cupy.add, "at"):  # CuPy >= 13; 14 deprecates cupyx.scatter_add
+            _cupy.add.at(target, index, values)
+        else:
+            import cupyx  # noqa: PLC0415 - part of CuPy, only reached with CuPy arrays
 
-        cupyx.scatter_add(target, index, values)
+            cupyx.scatter_add(target, index, values)
     else:
         np.add.at(target, index, values)
 
