@@ -5,9 +5,9 @@ through the array module, one vectorised CuPy call per step; each step is a
 kernel launch and a trip through GPU memory. The files here compute the same
 things in one hand-written CUDA kernel per layer and per direction:
 
-    conv.py         im2col (a thread per column element), col2im (a thread per pixel)
+    conv.py         im2col (a thread per column and channel), col2im (a thread per pixel)
     pool.py         max-pool forward (a thread per output), backward (a thread per input pixel)
-    lrn.py          LRN forward and backward (a thread per (n, pixel), running sum over channels)
+    lrn.py          LRN forward and backward (a thread per (n, 8 channels, pixel), running sum over channels)
     elementwise.py  ReLU, dropout mask-and-scale, the softmax cross-entropy gradient
     sgd.py          the fused SGD update (momentum, weight decay, Nesterov)
 

@@ -5,10 +5,15 @@ Same layout as ``minialex.kernels.conv`` (which calls these on CuPy arrays):
     x (N, C, H, W) -> col (C*kh*kw, N*oh*ow)
     col[c*kh*kw + i*kw + j, n*oh*ow + y*ow + x] = x_padded[n, c, y*sh + i, x*sw + j]
 
-im2col: one thread per column element. The grid is (columns) x (rows): every
-block copies a stretch of one row of ``col``, so the row's (c, i, j) is the
-same for the whole block and neighbouring threads write neighbouring
-addresses (coalesced). Reads outside the image give the zero padding.
+im2col: one thread per (column, channel), which writes that column's kh*kw
+entries of the channel, one row of ``col`` after another. The grid is
+(columns) x (channels): neighbouring threads own neighbouring columns, so at
+every kernel offset a warp writes neighbouring addresses (coalesced). Reads
+outside the image give the zero padding. A first version used one thread per
+column element; decoding (n, y, x) and (c, i, j) with six integer divisions
+per element made it slower than the generic loop over offsets (conv2 forward
+at batch 128 on an H100: 3.4 ms against 2.8 ms), so the decoding is done once
+per thread and the offsets are a loop.
 
 col2im: one thread per image pixel (n, c, h, w), which GATHERS the entries of
 every window that covers it. Pixel row hp = h + ph (in padded coordinates) is
@@ -34,26 +39,30 @@ extern "C" __global__ void im2col(
     const T* x, T* col,
     const int C, const int H, const int W, const int kh, const int kw,
     const int sh, const int sw, const int ph, const int pw,
-    const int oh, const int ow, const int rows, const int columns)
+    const int oh, const int ow, const int columns)
 {
-    // This thread's column: (n, y, x) of one output position.
+    // This thread's column: (n, y, x) of one output position, decoded once.
     const int column = blockIdx.x * blockDim.x + threadIdx.x;
     if (column >= columns) return;
     const int n = column / (oh * ow);
-    const int y = (column / ow) % oh;
-    const int x_out = column % ow;
-    // Rows (c, i, j) stride by gridDim.y: one row per block row of the grid.
-    for (int row = blockIdx.y; row < rows; row += gridDim.y) {
-        const int c = row / (kh * kw);
-        const int i = (row / kw) % kh;
-        const int j = row % kw;
-        const int h = y * sh - ph + i;   // the image pixel under kernel offset (i, j)
-        const int w = x_out * sw - pw + j;
-        T value = 0;                     // zero padding outside the image
-        if (h >= 0 && h < H && w >= 0 && w < W) {
-            value = x[(((long long)n * C + c) * H + h) * W + w];
+    const int position = column - n * (oh * ow);
+    const int y = position / ow;
+    const int x_out = position - y * ow;
+    const int h_top = y * sh - ph;       // the window's top-left pixel (may be padding)
+    const int w_left = x_out * sw - pw;
+    // Channels stride by gridDim.y: one channel per block row of the grid.
+    for (int c = blockIdx.y; c < C; c += gridDim.y) {
+        const T* plane = x + ((long long)n * C + c) * H * W;
+        T* out = col + (long long)c * kh * kw * columns + column;   // row (c, 0, 0) of col
+        for (int i = 0; i < kh; ++i) {
+            const int h = h_top + i;
+            const bool row_inside = h >= 0 && h < H;
+            for (int j = 0; j < kw; ++j) {
+                const int w = w_left + j;
+                *out = (row_inside && w >= 0 && w < W) ? plane[h * W + w] : (T)0;   // zero padding outside
+                out += columns;                                                     // next row (c, i, j+1)
+            }
         }
-        col[(long long)row * columns + column] = value;
     }
 }
 """
@@ -129,8 +138,8 @@ def im2col(x, kh, kw, stride, padding):
     with x.device:
         x = cp.ascontiguousarray(x)  # the kernel reads raw row-major memory
         col = cp.empty((rows, columns), dtype=x.dtype)
-        launch(_im2col_kernel(x.dtype.name), columns, rows,
-               (x, col) + int32s(c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, rows, columns))
+        launch(_im2col_kernel(x.dtype.name), columns, c,
+               (x, col) + int32s(c, h, w, kh, kw, sh, sw, ph, pw, oh, ow, columns))
     return col
 
 
