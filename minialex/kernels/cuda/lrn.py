@@ -1,4 +1,4 @@
-"""Local response normalisation as CUDA kernels: one thread per (n, pixel), a running sum over channels.
+"""Local response normalisation as CUDA kernels: a running sum over channels, one thread per (n, channel block, pixel).
 
 Same maths and cache as ``minialex.kernels.lrn`` (which calls these on CuPy arrays):
 
@@ -7,12 +7,23 @@ Same maths and cache as ``minialex.kernels.lrn`` (which calls these on CuPy arra
     dx_i    = dout_i * scale_i^(-beta) - (2*alpha*beta/size) * a_i * received_i
     received_i = sum_{c = i - (size-1)//2}^{i + size//2} dout_c * a_c * scale_c^(-beta) / scale_c
 
-Each thread owns one pixel s of one image n and walks the channels c = 0..C-1
-in order, keeping the window's sum as it slides: add the channel that enters
-at the front, subtract the one that leaves at the back. That is two updates
-per channel whatever the size, instead of re-adding `size` terms (the
-generic kernel's shifted slices). The backward is the same walk with the
+Each thread owns one pixel s of one image n and a block of CHANNEL_BLOCK
+consecutive channels c0 .. c1-1. It fills the window of c0, then walks its
+channels in order, keeping the window's sum as it slides: add the channel
+that enters at the front, subtract the one that leaves at the back. That is
+two updates per channel whatever the size, instead of re-adding `size` terms
+(the generic kernel's shifted slices). The backward is the same walk with the
 transposed window (the one channel of difference matters for even sizes).
+
+Why blocks of channels and not one thread for all C channels: one thread per
+(n, pixel) is only N*H*W threads (93k for lrn2 at batch 128), each walking
+256 channels one dependent step after another, which leaves most of an H100
+idle (measured: lrn2 at batch 32 barely 1.6x faster than the generic CuPy
+path). Blocks of 8 channels give C/8 times more threads for a refill of
+`size - 1` extra reads per block, which come from cache. Measured on an H100
+at batch 128 (forward + backward, x faster than the generic path): blocks of
+4, 8, 16, 32, 64 channels gave 5.9, 6.1, 5.7, 5.5, 5.2x at lrn1 and 5.4,
+5.6, 4.9, 5.1, 4.7x at lrn2.
 
 The running sum is kept in double: it adds AND subtracts, so in float32 the
 rounding of a large term that has left the window would linger in the sum of
@@ -21,7 +32,11 @@ outputs are computed in T, as the generic kernel does.
 
 Memory layout x (N, C, S) with S the pixels (any trailing axes, flattened):
 x[n, c, s] sits at (n*C + c)*S + s, so the threads of a warp (consecutive s)
-read consecutive addresses at every channel step. The grid is (S) x (N).
+read consecutive addresses at every channel step. The grid is
+(S) x (N * channel blocks). The pointers are __restrict__ (no output aliases
+an input) and the walk is unrolled, so the compiler may issue the loads of
+the next channels before the stores of this one: a thread then waits on
+several memory reads at once instead of one after another.
 """
 
 import functools
@@ -32,6 +47,9 @@ from minialex.kernels import lrn as generic_lrn
 
 from . import check_int32, cupy, int32s, launch, raw_kernel
 
+#: Channels per thread (see the module docstring for why not all of them).
+CHANNEL_BLOCK = 8
+
 _HELPERS = r"""
 __device__ inline float power(float base, float exponent) { return powf(base, exponent); }
 __device__ inline double power(double base, double exponent) { return pow(base, exponent); }
@@ -39,30 +57,35 @@ __device__ inline double power(double base, double exponent) { return pow(base, 
 
 _FORWARD_SOURCE = _HELPERS + r"""
 extern "C" __global__ void lrn_forward(
-    const T* x, T* out, T* scale, T* scale_pow,
+    const T* __restrict__ x, T* __restrict__ out, T* __restrict__ scale, T* __restrict__ scale_pow,
     const int N, const int C, const int S, const int before, const int after,
-    const double k, const double alpha_over_size, const double beta)
+    const int channel_block, const double k, const double alpha_over_size, const double beta)
 {
     const int s = blockIdx.x * blockDim.x + threadIdx.x;       // the pixel this thread owns
     if (s >= S) return;
-    for (int n = blockIdx.y; n < N; n += gridDim.y) {
-        const T* a = x + (long long)n * C * S + s;             // a[c * S] = x[n, c, s]
+    const int blocks = (C + channel_block - 1) / channel_block;
+    for (int plane = blockIdx.y; plane < N * blocks; plane += gridDim.y) {
+        const int n = plane / blocks;
+        const int c0 = (plane % blocks) * channel_block;
+        const int c1 = min(c0 + channel_block, C);
         const long long start = (long long)n * C * S + s;
-        // The window of channel 0 is channels -before .. after; fill all but its last
-        // channel, which the loop adds as it "enters" at c = 0.
+        const T* a = x + start;                                // a[c * S] = x[n, c, s]
+        // The window of channel c0 is channels c0-before .. c0+after; fill all but its
+        // last channel, which the loop adds as it "enters" at c = c0.
         double window = 0.0;
-        for (int j = 0; j < after && j < C; ++j) {
+        for (int j = max(c0 - before, 0); j < c0 + after && j < C; ++j) {
             const T value = a[(long long)j * S];
             window += (double)(value * value);
         }
-        for (int c = 0; c < C; ++c) {
+        #pragma unroll 4
+        for (int c = c0; c < c1; ++c) {
             const int entering = c + after;
             if (entering < C) {
                 const T value = a[(long long)entering * S];
                 window += (double)(value * value);
             }
             const int leaving = c - before - 1;
-            if (leaving >= 0) {
+            if (c > c0 && leaving >= 0) {                      // at c0 it was never added
                 const T value = a[(long long)leaving * S];
                 window -= (double)(value * value);
             }
@@ -79,29 +102,35 @@ extern "C" __global__ void lrn_forward(
 
 _BACKWARD_SOURCE = r"""
 extern "C" __global__ void lrn_backward(
-    const T* dout, const T* x, const T* scale, const T* scale_pow, T* dx,
+    const T* __restrict__ dout, const T* __restrict__ x, const T* __restrict__ scale,
+    const T* __restrict__ scale_pow, T* __restrict__ dx,
     const int N, const int C, const int S, const int before, const int after,
-    const double coefficient)
+    const int channel_block, const double coefficient)
 {
     // before = (size-1)//2, after = size//2: the transposed window. coefficient = 2*alpha*beta/size.
     const int s = blockIdx.x * blockDim.x + threadIdx.x;
     if (s >= S) return;
-    for (int n = blockIdx.y; n < N; n += gridDim.y) {
+    const int blocks = (C + channel_block - 1) / channel_block;
+    for (int plane = blockIdx.y; plane < N * blocks; plane += gridDim.y) {
+        const int n = plane / blocks;
+        const int c0 = (plane % blocks) * channel_block;
+        const int c1 = min(c0 + channel_block, C);
         const long long start = (long long)n * C * S + s;
         // received = sum over the window of dout_c * a_c * scale_c^(-beta) / scale_c.
         double received = 0.0;
-        for (int j = 0; j < after && j < C; ++j) {
+        for (int j = max(c0 - before, 0); j < c0 + after && j < C; ++j) {
             const long long at = start + (long long)j * S;
             received += (double)(dout[at] * x[at] * scale_pow[at] / scale[at]);
         }
-        for (int c = 0; c < C; ++c) {
+        #pragma unroll 4
+        for (int c = c0; c < c1; ++c) {
             const int entering = c + after;
             if (entering < C) {
                 const long long at = start + (long long)entering * S;
                 received += (double)(dout[at] * x[at] * scale_pow[at] / scale[at]);
             }
             const int leaving = c - before - 1;
-            if (leaving >= 0) {
+            if (c > c0 && leaving >= 0) {
                 // Recomputed rather than stored: the four values are still in cache.
                 const long long at = start + (long long)leaving * S;
                 received -= (double)(dout[at] * x[at] * scale_pow[at] / scale[at]);
@@ -131,7 +160,13 @@ def _planes(shape):
     check_int32("N", n)
     check_int32("C", c)
     check_int32("pixels per channel", s)
+    check_int32("N * channel blocks", n * _channel_blocks(c))
     return n, c, s
+
+
+def _channel_blocks(c):
+    """How many CHANNEL_BLOCKs cover c channels; N * blocks must fit the kernels' int plane index."""
+    return -(-c // CHANNEL_BLOCK)
 
 
 def local_response_norm_forward(x, size, alpha, beta, k):
@@ -143,8 +178,8 @@ def local_response_norm_forward(x, size, alpha, beta, k):
         out = cp.empty_like(x)
         scale = cp.empty_like(x)
         scale_pow = cp.empty_like(x)
-        launch(_forward_kernel(x.dtype.name), s, n,
-               (x, out, scale, scale_pow) + int32s(n, c, s, size // 2, (size - 1) // 2)
+        launch(_forward_kernel(x.dtype.name), s, n * _channel_blocks(c),
+               (x, out, scale, scale_pow) + int32s(n, c, s, size // 2, (size - 1) // 2, CHANNEL_BLOCK)
                + (np.float64(k), np.float64(alpha / size), np.float64(beta)))
     return out, generic_lrn.LRNCache(x, scale, scale_pow, size, alpha, beta)
 
@@ -158,7 +193,7 @@ def local_response_norm_backward(dout, cache):
         dout = cp.ascontiguousarray(dout.astype(x.dtype, copy=False))
         x, scale, scale_pow = (cp.ascontiguousarray(a) for a in (x, scale, scale_pow))
         dx = cp.empty_like(x)
-        launch(_backward_kernel(x.dtype.name), s, n,
-               (dout, x, scale, scale_pow, dx) + int32s(n, c, s, (size - 1) // 2, size // 2)
+        launch(_backward_kernel(x.dtype.name), s, n * _channel_blocks(c),
+               (dout, x, scale, scale_pow, dx) + int32s(n, c, s, (size - 1) // 2, size // 2, CHANNEL_BLOCK)
                + (np.float64(2.0 * alpha * beta / size),))
     return dx

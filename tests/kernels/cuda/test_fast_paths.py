@@ -214,6 +214,9 @@ def test_max_pool_backward_fast_path_accepts_the_generic_cache(cp):
 LRN_CASES = [
     ((2, 96, 55, 55), 5),
     ((2, 256, 27, 27), 5),
+    ((2, 37, 3, 5), 5),     # channel blocks of 16 that do not divide C
+    ((3, 21, 2, 3), 6),     # an even window across a block boundary
+    ((1, 17, 4, 4), 9),     # a window wider than the last block
     ((2, 8, 5, 5), 4),
     ((2, 8, 5, 5), 2),
     ((2, 8, 5, 5), 1),
