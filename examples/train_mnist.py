@@ -38,6 +38,8 @@ def parse_args(argv=None):
                         help="folder with the four .gz files; default: the download cache ($MINIALEX_DATA or ~/.cache/minialex)")
     parser.add_argument("--model", choices=["alexnet-mnist", "alexnet"], default="alexnet-mnist",
                         help="alexnet-mnist: the 28x28 net (CPU, minutes); alexnet: the 227x227 single-tower net (GPU)")
+    parser.add_argument("--init", choices=list(models.INITIALISATIONS), default=None,
+                        help="weight initialisation (default: kaiming for alexnet-mnist, pytorch for alexnet)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.02)
@@ -96,9 +98,9 @@ def build_data(args):
 def build_model(args):
     if args.model == "alexnet":
         # The seed tutorial's tf.keras AlexNet: single tower, no LRN, one input channel.
-        model = models.alexnet(num_classes=10, in_channels=1, groups=1, lrn=False, init="pytorch")
+        model = models.alexnet(num_classes=10, in_channels=1, groups=1, lrn=False, init=args.init or "pytorch")
     else:
-        model = models.alexnet_mnist(num_classes=10, in_channels=1)
+        model = models.alexnet_mnist(num_classes=10, in_channels=1, init=args.init or "kaiming")
     return model.to(args.device)
 
 
