@@ -1,6 +1,6 @@
 """``minialex.optim``: SGD and learning-rate schedulers, as PyTorch."""
 
-from .lr_scheduler import ReduceLROnPlateau, StepLR
+from .lr_scheduler import CosineAnnealingLR, ReduceLROnPlateau, StepLR
 from .sgd import SGD, Optimizer
 
-__all__ = ["SGD", "Optimizer", "ReduceLROnPlateau", "StepLR"]
+__all__ = ["SGD", "CosineAnnealingLR", "Optimizer", "ReduceLROnPlateau", "StepLR"]

@@ -2,7 +2,8 @@
 
 The AlexNet paper divided the rate by 10 whenever the validation error
 stopped improving (three times in 90 epochs): ``ReduceLROnPlateau`` does
-that; ``StepLR`` is the fixed-interval version.
+that; ``StepLR`` is the fixed-interval version; ``CosineAnnealingLR`` lowers
+the rate smoothly to a floor, which suits short runs.
 """
 
 import math
@@ -51,6 +52,61 @@ class StepLR:
     def load_state_dict(self, state_dict):
         self.step_size = int(state_dict["step_size"])
         self.gamma = float(state_dict["gamma"])
+        self.base_lrs = [float(v) for v in state_dict["base_lrs"]]
+        self.last_epoch = int(state_dict["last_epoch"])
+        self._last_lr = [float(v) for v in state_dict["_last_lr"]]
+
+
+class CosineAnnealingLR:
+    """lr follows half a cosine from initial_lr down to eta_min over T_max steps.
+
+        lr_t = eta_min + (initial_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2
+
+    Call ``step()`` once an epoch, or once a batch with T_max counted in
+    batches (a one-epoch run then ends at a small rate). Past T_max the
+    cosine goes on, back up, as PyTorch's does. Computed in PyTorch's
+    chainable form (each rate from the previous one), so a rate changed by hand
+    in between is annealed from where it was set.
+    """
+
+    def __init__(self, optimizer, T_max, eta_min=0.0):  # noqa: N803 - PyTorch's name
+        _check_optimizer(optimizer)
+        if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
+            raise ValueError(f"CosineAnnealingLR: T_max must be a positive int, got {T_max!r}")
+        if isinstance(eta_min, bool) or not isinstance(eta_min, numbers.Real) or eta_min < 0:
+            raise ValueError(f"CosineAnnealingLR: eta_min must be a non-negative number, got {eta_min!r}")
+        self.optimizer = optimizer
+        self.T_max = int(T_max)
+        self.eta_min = float(eta_min)
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.last_epoch = 0
+        self._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+    def step(self):
+        self.last_epoch += 1
+        t, T, eta_min = self.last_epoch, self.T_max, self.eta_min
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            lr = group["lr"]
+            if (t - 1 - T) % (2 * T) == 0:
+                # At the trough the ratio below is 0/0: step up from it instead.
+                group["lr"] = lr + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
+            else:
+                group["lr"] = ((1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
+                               * (lr - eta_min) + eta_min)
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def get_last_lr(self):
+        return list(self._last_lr)
+
+    def state_dict(self):
+        return {"T_max": self.T_max, "eta_min": self.eta_min, "base_lrs": list(self.base_lrs),
+                "last_epoch": self.last_epoch, "_last_lr": list(self._last_lr)}
+
+    def load_state_dict(self, state_dict):
+        self.T_max = int(state_dict["T_max"])
+        self.eta_min = float(state_dict["eta_min"])
         self.base_lrs = [float(v) for v in state_dict["base_lrs"]]
         self.last_epoch = int(state_dict["last_epoch"])
         self._last_lr = [float(v) for v in state_dict["_last_lr"]]

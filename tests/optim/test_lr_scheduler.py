@@ -1,4 +1,4 @@
-"""StepLR and ReduceLROnPlateau: hand-written rate sequences, agreement with torch, state round trips."""
+"""StepLR, CosineAnnealingLR and ReduceLROnPlateau: hand-written rate sequences, agreement with torch, state round trips."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import minialex as ma
-from minialex.optim import SGD, ReduceLROnPlateau, StepLR
+from minialex.optim import SGD, CosineAnnealingLR, ReduceLROnPlateau, StepLR
 
 
 def optimiser(lr=0.1, groups=1):
@@ -238,3 +238,60 @@ def test_plateau_initial_best_is_infinite_in_the_direction_of_the_mode():
 def test_plateau_bad_arguments_raise_value_error(kwargs):
     with pytest.raises(ValueError):
         ReduceLROnPlateau(optimiser(), **kwargs)
+
+
+# --------------------------------------------------------------------------- CosineAnnealingLR
+
+
+@pytest.mark.parametrize("T_max,eta_min", [(1, 0.0), (4, 0.0), (5, 0.01), (10, 0.001)])
+def test_cosine_follows_the_closed_form_over_one_half_period(T_max, eta_min):  # noqa: N803
+    opt = optimiser(lr=0.1)
+    sched = CosineAnnealingLR(opt, T_max=T_max, eta_min=eta_min)
+    for t in range(1, T_max + 1):
+        sched.step()
+        expected = eta_min + (0.1 - eta_min) * (1 + math.cos(math.pi * t / T_max)) / 2
+        assert lrs(opt)[0] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert lrs(opt)[0] == pytest.approx(eta_min, abs=1e-15)  # the floor at t = T_max
+
+
+@pytest.mark.parametrize("T_max,eta_min", [(1, 0.0), (3, 0.0), (4, 0.02), (7, 0.001)])
+def test_cosine_agrees_with_torch_past_t_max(T_max, eta_min):  # noqa: N803
+    torch = pytest.importorskip("torch")
+    opt, topt = optimiser(lr=0.1, groups=2), torch_optimiser(torch, lr=0.1, groups=2)
+    sched = CosineAnnealingLR(opt, T_max=T_max, eta_min=eta_min)
+    tsched = torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=T_max, eta_min=eta_min)
+    for _ in range(3 * T_max + 2):  # down, back up, and down again
+        topt.step()
+        sched.step()
+        tsched.step()
+        np.testing.assert_allclose(lrs(opt), lrs(topt), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(sched.get_last_lr(), tsched.get_last_lr(), rtol=1e-12, atol=1e-15)
+
+
+def test_cosine_state_dict_round_trip_continues_the_schedule():
+    opt = optimiser(lr=1.0)
+    sched = CosineAnnealingLR(opt, T_max=9, eta_min=0.05)
+    for _ in range(4):
+        sched.step()
+    opt_state, sched_state = opt.state_dict(), sched.state_dict()
+    reference = []
+    for _ in range(6):
+        sched.step()
+        reference.append(lrs(opt))
+    opt2 = optimiser(lr=1.0)
+    sched2 = CosineAnnealingLR(opt2, T_max=2)  # overwritten by the loaded state
+    opt2.load_state_dict(opt_state)
+    sched2.load_state_dict(sched_state)
+    assert sched2.T_max == 9 and sched2.eta_min == 0.05 and sched2.last_epoch == 4
+    resumed = []
+    for _ in range(6):
+        sched2.step()
+        resumed.append(lrs(opt2))
+    assert resumed == reference
+
+
+@pytest.mark.parametrize("kwargs", [dict(T_max=0), dict(T_max=-1), dict(T_max=2.5), dict(T_max=True),
+                                    dict(T_max=3, eta_min=-0.1), dict(T_max=3, eta_min="0")])
+def test_cosine_bad_arguments_raise_value_error(kwargs):
+    with pytest.raises(ValueError, match="CosineAnnealingLR"):
+        CosineAnnealingLR(optimiser(), **kwargs)
