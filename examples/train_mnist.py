@@ -38,17 +38,19 @@ def parse_args(argv=None):
                         help="folder with the four .gz files; default: the download cache ($MINIALEX_DATA or ~/.cache/minialex)")
     parser.add_argument("--model", choices=["alexnet-mnist", "alexnet"], default="alexnet-mnist",
                         help="alexnet-mnist: the 28x28 net (CPU, minutes); alexnet: the 227x227 single-tower net (GPU)")
-    parser.add_argument("--init", choices=list(models.INITIALISATIONS), default=None,
-                        help="weight initialisation (default: kaiming for alexnet-mnist, pytorch for alexnet)")
+    parser.add_argument("--init", choices=list(models.INITIALISATIONS), default="kaiming",
+                        help="weight initialisation (He's 'kaiming' starts learning soonest)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.02)
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--nesterov", action="store_true")
-    parser.add_argument("--scheduler", choices=["none", "step", "plateau"], default="step",
-                        help="step: multiply the rate by --gamma every --step-size epochs; "
-                             "plateau: divide by 10 when the test loss stalls (the paper's rule)")
+    parser.add_argument("--scheduler", choices=["none", "step", "plateau", "cosine"], default=None,
+                        help="default: step for alexnet-mnist, cosine for alexnet (made for one-epoch GPU runs); "
+                             "step: multiply the rate by --gamma every --step-size epochs; "
+                             "plateau: divide by 10 when the test loss stalls (the paper's rule); "
+                             "cosine: lower it every batch along half a cosine, to 0 at the end of the run")
     parser.add_argument("--step-size", type=int, default=3)
     parser.add_argument("--gamma", type=float, default=0.1)
     parser.add_argument("--warmup-steps", type=int, default=300,
@@ -74,6 +76,7 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr}")
+    args.scheduler = args.scheduler or ("cosine" if args.model == "alexnet" else "step")
     args.out_dir = args.out_dir or os.path.join("runs", f"{args.dataset}-{args.model}")
     args.checkpoint = args.checkpoint or os.path.join(args.out_dir, "checkpoint.npz")
     return args
@@ -98,13 +101,15 @@ def build_data(args):
 def build_model(args):
     if args.model == "alexnet":
         # The seed tutorial's tf.keras AlexNet: single tower, no LRN, one input channel.
-        model = models.alexnet(num_classes=10, in_channels=1, groups=1, lrn=False, init=args.init or "pytorch")
+        model = models.alexnet(num_classes=10, in_channels=1, groups=1, lrn=False, init=args.init)
     else:
-        model = models.alexnet_mnist(num_classes=10, in_channels=1, init=args.init or "kaiming")
+        model = models.alexnet_mnist(num_classes=10, in_channels=1, init=args.init)
     return model.to(args.device)
 
 
-def build_scheduler(args, optimizer):
+def build_scheduler(args, optimizer, steps_per_epoch):
+    if args.scheduler == "cosine":  # stepped once a batch, down to 0 at the last one
+        return optim.CosineAnnealingLR(optimizer, T_max=args.epochs * steps_per_epoch)
     if args.scheduler == "step":
         return optim.StepLR(optimizer, args.step_size, args.gamma)
     if args.scheduler == "plateau":
@@ -145,35 +150,44 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps=0):
-    """One pass over the training set; the first ``warmup_steps`` steps of the run ramp the rate up."""
+def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps=0, batch_scheduler=None):
+    """One pass over the training set.
+
+    The first ``warmup_steps`` steps of the run scale the scheduled rate up
+    linearly; ``batch_scheduler`` (cosine) steps after every batch, the other
+    schedulers once an epoch in ``main``.
+    """
     model.train()
     total_loss, total_seen, start = 0.0, 0, time.perf_counter()
     progress = Progress(len(loader), f"epoch {epoch}", show_progress)
-    scheduled_lrs = [group["lr"] for group in optimizer.param_groups]
     steps_before = (epoch - 1) * len(loader)
     try:
         for step, (images, labels) in enumerate(loader, 1):
+            scheduled_lrs = [group["lr"] for group in optimizer.param_groups]
             if steps_before + step <= warmup_steps:
                 # Linear warm-up: big early steps can silence the ReLUs of a net without normalisation.
                 for group, lr in zip(optimizer.param_groups, scheduled_lrs):
                     group["lr"] = lr * (steps_before + step) / warmup_steps
-            logits = model(ma.Tensor(images))
-            loss = F.cross_entropy(logits, labels)
-            loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise NonFiniteLoss(f"the training loss became {loss_value} at epoch {epoch}, step {step}")
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            try:
+                logits = model(ma.Tensor(images))
+                loss = F.cross_entropy(logits, labels)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):
+                    raise NonFiniteLoss(f"the training loss became {loss_value} at epoch {epoch}, step {step}")
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            finally:
+                for group, lr in zip(optimizer.param_groups, scheduled_lrs):
+                    group["lr"] = lr  # the schedulers step from the scheduled rate, warm-up or not
+            if batch_scheduler is not None:
+                batch_scheduler.step()
             total_loss += loss_value * len(labels)
             total_seen += len(labels)
             rate = total_seen / (time.perf_counter() - start)
             progress.update(loss=f"{loss_value:.4f}", img_per_s=f"{rate:.0f}")
     finally:
         progress.close()
-        for group, lr in zip(optimizer.param_groups, scheduled_lrs):
-            group["lr"] = lr  # the schedulers step from the scheduled rate, warm-up or not
     return total_loss / total_seen
 
 
@@ -226,7 +240,8 @@ def main(argv=None):
     model = build_model(args)
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                           weight_decay=args.weight_decay, nesterov=args.nesterov)
-    scheduler = build_scheduler(args, optimizer)
+    scheduler = build_scheduler(args, optimizer, len(train_loader))
+    batch_scheduler = scheduler if isinstance(scheduler, optim.CosineAnnealingLR) else None
     history, first_epoch = [], 1
     if args.resume:
         if not os.path.exists(args.checkpoint):
@@ -234,24 +249,30 @@ def main(argv=None):
         meta = load_checkpoint(args.checkpoint, model, optimizer, scheduler)
         history, first_epoch = meta["history"], meta["epoch"] + 1
         print(f"resumed from {args.checkpoint} after epoch {meta['epoch']}")
+        if batch_scheduler is not None and batch_scheduler.T_max != args.epochs * len(train_loader):
+            # The cosine was planned for the first run's length; re-planning it would jump the rate.
+            planned = batch_scheduler.T_max / len(train_loader)
+            print(f"warning: the checkpoint's cosine schedule spans {batch_scheduler.T_max} steps "
+                  f"({planned:g} epoch{'s' if planned != 1 else ''}), not --epochs {args.epochs}; it is kept, "
+                  "so the rate rises again after that", file=sys.stderr)
 
     print(f"{args.model} on {args.dataset}: {len(train_loader.dataset)} training images, "
           f"{len(test_loader.dataset)} test images, device {args.device}", flush=True)
     for epoch in range(first_epoch, args.epochs + 1):
         start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts at (cosine lowers it as it goes)
         try:
             train_loss = train_one_epoch(model, optimizer, train_loader, epoch, not args.no_progress,
-                                         args.warmup_steps)
+                                         args.warmup_steps, batch_scheduler)
         except NonFiniteLoss as error:
             kept = f"the last good checkpoint is {args.checkpoint}" if os.path.exists(args.checkpoint) else "no checkpoint was written yet"
             print(f"stopping: {error}; {kept}. Try a smaller --lr.", file=sys.stderr)
             return 2
         test_loss, test_accuracy = evaluate(model, test_loader)
         seconds = time.perf_counter() - start
-        lr = optimizer.param_groups[0]["lr"]
         if isinstance(scheduler, optim.ReduceLROnPlateau):
             scheduler.step(test_loss)
-        elif scheduler is not None:
+        elif scheduler is not None and scheduler is not batch_scheduler:
             scheduler.step()
         history.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "test_loss": test_loss,
                         "test_accuracy": test_accuracy, "seconds": round(seconds, 2)})

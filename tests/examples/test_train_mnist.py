@@ -207,3 +207,63 @@ def test_warmup_raises_the_rate_linearly_then_hands_back_the_scheduled_rate(exam
     assert seen == pytest.approx([0.01, 0.02, 0.03, 0.03])
     history = json.loads((tmp_path / "metrics.json").read_text())
     assert [row["lr"] for row in history] == [0.03, 0.03]
+
+
+def test_cosine_lowers_the_rate_every_batch_under_the_warmup(example, tmp_path, monkeypatch):
+    """--scheduler cosine: the rate of step s is lr * (1 + cos(pi * (s-1) / T)) / 2, T the run's steps, times warm-up."""
+    from minialex import optim
+
+    seen = []
+    original_step = optim.SGD.step
+
+    def recording_step(self):
+        seen.append(self.param_groups[0]["lr"])
+        return original_step(self)
+
+    monkeypatch.setattr(optim.SGD, "step", recording_step)
+    # 2 steps an epoch, 2 epochs: T = 4; the 3-step warm-up scales the first three.
+    code, _, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--warmup-steps", 3,
+                          "--lr", 0.04, "--scheduler", "cosine", "--out-dir", tmp_path)
+    assert code == 0, stderr
+    cosine = [0.04 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]
+    assert seen == pytest.approx([cosine[0] / 3, cosine[1] * 2 / 3, cosine[2], cosine[3]], rel=1e-12)
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert [row["lr"] for row in history] == pytest.approx([0.04, 0.02], rel=1e-12)  # each epoch's first rate
+
+
+def test_resume_with_the_cosine_schedule_matches_an_uninterrupted_run(example, tmp_path, monkeypatch):
+    # The cosine spans the whole run (--epochs), so the interrupted run must be asked for 2 epochs
+    # too: it is stopped right after epoch 1's checkpoint, as a power cut would stop it.
+    args = [*RESUME, "--scheduler", "cosine", "--epochs", 2]
+    code, _, stderr = run(example, "--data-dir", MNIST_DIR, *args, "--out-dir", tmp_path / "a")
+    assert code == 0, stderr
+
+    original_write_metrics = example.write_metrics
+
+    def write_then_stop(*arguments):
+        original_write_metrics(*arguments)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(example, "write_metrics", write_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(example, "--data-dir", MNIST_DIR, *args, "--out-dir", tmp_path / "b")
+    monkeypatch.undo()
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *args, "--out-dir", tmp_path / "b", "--resume")
+    assert code == 0, stderr
+    assert "resumed" in stdout and "warning" not in stderr
+
+    straight, straight_meta = model_arrays(tmp_path / "a" / "checkpoint.npz")
+    resumed, resumed_meta = model_arrays(tmp_path / "b" / "checkpoint.npz")
+    assert sorted(straight) == sorted(resumed)
+    for key in straight:
+        assert np.array_equal(resumed[key], straight[key]), key
+    assert resumed_meta["scheduler"] == straight_meta["scheduler"]
+
+
+def test_resuming_a_cosine_run_with_other_epochs_warns_that_the_schedule_is_kept(example, tmp_path):
+    args = [*RESUME, "--scheduler", "cosine"]
+    code, _, stderr = run(example, "--data-dir", MNIST_DIR, *args, "--epochs", 1, "--out-dir", tmp_path)
+    assert code == 0, stderr
+    code, _, stderr = run(example, "--data-dir", MNIST_DIR, *args, "--epochs", 2, "--out-dir", tmp_path, "--resume")
+    assert code == 0, stderr
+    assert "warning: the checkpoint's cosine schedule spans 4 steps (1 epoch)" in stderr
