@@ -9,6 +9,7 @@ Devices are named like PyTorch's: ``"cpu"``, ``"cuda"`` (the current GPU) and
 all reseeded by ``manual_seed``.
 """
 
+import functools
 import numbers
 
 import numpy as np
@@ -137,10 +138,32 @@ def scatter_add(target, index, values):
 
 
 # --------------------------------------------------------------------------- random numbers
+#
+# The CPU draws from one NumPy Generator. On a GPU, every call (a dropout
+# mask, an initialiser) takes one 64-bit key from a small NumPy generator kept
+# for that GPU, and a CUDA kernel turns (key, element index) into a number
+# with SplitMix64's mixing function: element i gets the (i+1)-th output of a
+# SplitMix64 stream that starts at the key. Nothing random lives on the GPU,
+# so the whole state of every device is a few NumPy bit-generator states:
+# it goes into checkpoints, and a resumed run on a GPU draws exactly the
+# numbers an uninterrupted one would. (CuPy's curand-backed RandomState has no
+# state that can be saved and restored.)
 
 _seed = None
 _cpu_rng = np.random.default_rng()
-_cuda_rngs = {}  # device index -> cupy.random.RandomState, made on first use
+_cuda_keys = {}  # device index -> numpy Generator of per-call keys, made on first use
+
+_SPLITMIX64 = r"""
+__device__ inline unsigned long long splitmix64(unsigned long long key, unsigned long long counter) {
+    unsigned long long z = key + (counter + 1ull) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+// [0, 1) with the full precision of the type: 24 random bits for float, 53 for double.
+__device__ inline float unit(float, unsigned long long bits) { return (float)(bits >> 40) * 5.9604644775390625e-8f; }
+__device__ inline double unit(double, unsigned long long bits) { return (double)(bits >> 11) * 1.1102230246251565e-16; }
+"""
 
 
 def manual_seed(seed):
@@ -150,7 +173,7 @@ def manual_seed(seed):
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     _seed = int(seed)
     _cpu_rng = np.random.default_rng(_seed)
-    _cuda_rngs.clear()  # each GPU's generator is remade from the new seed when next used
+    _cuda_keys.clear()  # each GPU's key generator is remade from the new seed when next used
 
 
 def cpu_rng():
@@ -158,14 +181,43 @@ def cpu_rng():
     return _cpu_rng
 
 
-def _cuda_rng(device):
+def _cuda_key(device):
+    """A fresh 64-bit key for one GPU draw, from that GPU's own key generator."""
     index = _cuda_index(device)
-    if index not in _cuda_rngs:
-        with _cupy.cuda.Device(index):
-            # Each GPU gets its own stream of numbers, derived from the seed.
-            seed = None if _seed is None else _seed + 1_000_003 * (index + 1)
-            _cuda_rngs[index] = _cupy.random.RandomState(seed)
-    return _cuda_rngs[index]
+    if index not in _cuda_keys:
+        # Each GPU gets its own stream of keys, derived from the seed (a fresh random one without a seed).
+        _cuda_keys[index] = np.random.default_rng(None if _seed is None else [_seed, index + 1])
+    return np.uint64(_cuda_keys[index].integers(0, 2**64, dtype=np.uint64))
+
+
+@functools.lru_cache(maxsize=None)
+def _uniform_kernel():
+    return _cupy.ElementwiseKernel(
+        "uint64 key", "T out", "out = unit((T)0, splitmix64(key, i))",
+        "minialex_uniform", preamble=_SPLITMIX64)
+
+
+@functools.lru_cache(maxsize=None)
+def _normal_kernel():
+    # Box-Muller on two uniforms per element (counters 2i and 2i+1); 1 - u1 is in (0, 1], so the log is finite.
+    return _cupy.ElementwiseKernel(
+        "uint64 key, T mean, T std", "T out",
+        """
+        const T u1 = unit((T)0, splitmix64(key, 2 * (unsigned long long)i));
+        const T u2 = unit((T)0, splitmix64(key, 2 * (unsigned long long)i + 1));
+        out = mean + std * sqrt((T)-2 * log((T)1 - u1)) * cos((T)6.283185307179586 * u2);
+        """,
+        "minialex_normal", preamble=_SPLITMIX64)
+
+
+def _cuda_draw(kernel, shape, dtype, device, *arguments):
+    """Run a generator kernel into a new array on ``device`` (float32 or float64, then cast to dtype)."""
+    draw_dtype = np.float32 if np.dtype(dtype) == np.float32 else np.float64
+    device = parse_device(device)  # "cuda" -> "cuda:N", the current GPU
+    with _cupy.cuda.Device(_cuda_index(device)):
+        out = _cupy.empty(shape, dtype=draw_dtype)
+        kernel(_cuda_key(device), *(draw_dtype(a) for a in arguments), out)
+        return out.astype(dtype, copy=False)
 
 
 def uniform(shape, dtype, device="cpu"):
@@ -174,21 +226,20 @@ def uniform(shape, dtype, device="cpu"):
         # Generator.random draws float32 or float64 directly: no float64 detour for float32.
         draw_dtype = np.float32 if np.dtype(dtype) == np.float32 else np.float64
         return _cpu_rng.random(shape, dtype=draw_dtype).astype(dtype, copy=False)
-    with _cupy.cuda.Device(_cuda_index(device)):
-        return _cuda_rng(device).random_sample(shape, dtype=np.float64).astype(dtype, copy=False)
+    return _cuda_draw(_uniform_kernel(), shape, dtype, device)
 
 
 def normal(shape, dtype, device="cpu", mean=0.0, std=1.0):
     """Normal N(mean, std^2) samples of ``dtype`` on ``device`` from the engine's RNG."""
     if device == "cpu":
         return (mean + std * _cpu_rng.standard_normal(shape)).astype(dtype, copy=False)
-    with _cupy.cuda.Device(_cuda_index(device)):
-        return (mean + std * _cuda_rng(device).standard_normal(shape)).astype(dtype, copy=False)
+    return _cuda_draw(_normal_kernel(), shape, dtype, device, mean, std)
 
 
 def rng_state():
-    """The CPU generator's state as a JSON-able dict (for checkpoints)."""
-    return {"seed": _seed, "cpu": _cpu_rng.bit_generator.state}
+    """Every device's generator state as a JSON-able dict (for checkpoints)."""
+    return {"seed": _seed, "cpu": _cpu_rng.bit_generator.state,
+            "cuda": {str(index): keys.bit_generator.state for index, keys in sorted(_cuda_keys.items())}}
 
 
 def set_rng_state(state):
@@ -198,4 +249,8 @@ def set_rng_state(state):
     generator = np.random.default_rng()
     generator.bit_generator.state = state["cpu"]
     _cpu_rng = generator
-    _cuda_rngs.clear()
+    _cuda_keys.clear()  # GPUs the state does not name start again from the seed
+    for index, bit_state in state.get("cuda", {}).items():  # older checkpoints have no "cuda"
+        keys = np.random.default_rng()
+        keys.bit_generator.state = bit_state
+        _cuda_keys[int(index)] = keys

@@ -76,6 +76,90 @@ def test_rng_state_round_trips():
     np.testing.assert_array_equal(backend.uniform((5,), np.float64), first)
 
 
+def test_rng_state_is_json_and_accepts_a_state_without_gpu_keys():
+    import json
+
+    ma.manual_seed(4)
+    state = json.loads(json.dumps(backend.rng_state()))  # what a checkpoint stores
+    assert state["seed"] == 4 and state["cuda"] == {}
+    first = backend.uniform((4,), np.float32)
+    del state["cuda"]  # a checkpoint from before GPU keys were saved
+    backend.set_rng_state(state)
+    np.testing.assert_array_equal(backend.uniform((4,), np.float32), first)
+
+
+def splitmix64_reference(key, counters):
+    """The GPU generator's formula on the host: the (counter+1)-th output of SplitMix64 started at key."""
+    with np.errstate(over="ignore"):
+        z = np.uint64(key) + (counters.astype(np.uint64) + np.uint64(1)) * np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+
+def first_cuda_key(seed, index=0):
+    """The key of the first GPU draw after manual_seed(seed), as backend derives it."""
+    return np.random.default_rng([seed, index + 1]).integers(0, 2**64, dtype=np.uint64)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_uniform_is_splitmix64_of_the_element_index(dtype):
+    ma.manual_seed(11)
+    drawn = backend.to_numpy(backend.uniform((7, 9), dtype, "cuda"))
+    bits = splitmix64_reference(first_cuda_key(11), np.arange(63))
+    expected = ((bits >> np.uint64(40)).astype(np.float64) * 2.0**-24 if dtype == np.float32
+                else (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53).reshape(7, 9).astype(dtype)
+    assert drawn.dtype == dtype
+    np.testing.assert_array_equal(drawn, expected)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cuda_normal_is_box_muller_of_two_splitmix64_uniforms(dtype):
+    ma.manual_seed(12)
+    drawn = backend.to_numpy(backend.normal((50,), dtype, "cuda", mean=1.5, std=0.5))
+    bits = splitmix64_reference(first_cuda_key(12), np.arange(100))
+    if dtype == np.float32:
+        u = ((bits >> np.uint64(40)).astype(np.float64) * 2.0**-24).astype(np.float32)
+    else:
+        u = (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    u1, u2 = u[0::2].astype(np.float64), u[1::2].astype(np.float64)
+    expected = 1.5 + 0.5 * np.sqrt(-2 * np.log(1 - u1)) * np.cos(2 * np.pi * u2)
+    np.testing.assert_allclose(drawn, expected, rtol=1e-4 if dtype == np.float32 else 1e-12, atol=1e-5)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_samples_have_the_right_moments_and_fresh_keys():
+    ma.manual_seed(13)
+    u = backend.to_numpy(backend.uniform((1_000_000,), np.float32, "cuda"))
+    n = backend.to_numpy(backend.normal((1_000_000,), np.float64, "cuda"))
+    assert u.min() >= 0 and u.max() < 1
+    assert abs(u.mean() - 0.5) < 3e-3 and abs(u.var() - 1 / 12) < 3e-3
+    assert abs(n.mean()) < 5e-3 and abs(n.std() - 1) < 5e-3
+    again = backend.to_numpy(backend.uniform((1_000_000,), np.float32, "cuda"))
+    assert not np.array_equal(u, again)  # each call takes a new key
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_rng_state_round_trips_through_json():
+    import json
+
+    ma.manual_seed(14)
+    backend.uniform((3,), np.float32, "cuda")
+    state = json.loads(json.dumps(backend.rng_state()))
+    assert list(state["cuda"]) == ["0"]
+    first = backend.to_numpy(backend.uniform((1000,), np.float32, "cuda"))
+    ma.manual_seed(99)  # anything in between
+    backend.uniform((5,), np.float32, "cuda")
+    backend.set_rng_state(state)
+    np.testing.assert_array_equal(backend.to_numpy(backend.uniform((1000,), np.float32, "cuda")), first)
+
+
 # --------------------------------------------------------------------------- devices and array modules
 
 

@@ -281,3 +281,35 @@ def test_train_mnist_example_runs_on_cuda(tmp_path, model):
     assert code == 0, err.getvalue()
     assert re.match(r"^test accuracy: \d{1,3}\.\d\d%$", out.getvalue().strip().splitlines()[-1])
     assert "device cuda" in out.getvalue()
+
+
+@pytest.mark.slow
+def test_resume_on_cuda_reaches_exactly_the_parameters_of_an_uninterrupted_run(tmp_path):
+    """The GPU's dropout keys are in the checkpoint, so a resumed GPU run repeats the straight one bit for bit."""
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the shared MNIST files are missing from {MNIST_DIR}")
+    import json  # noqa: PLC0415
+
+    example = load_example()
+    common = ["--data-dir", MNIST_DIR, "--device", "cuda", "--limit-train", "128", "--limit-test", "50",
+              "--batch-size", "32", "--no-progress", "--seed", "3", "--shift", "2", "--step-size", "1"]
+
+    def run(*argv):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = example.main([str(a) for a in [*common, *argv]])
+        assert code == 0, err.getvalue()
+
+    run("--epochs", 2, "--out-dir", tmp_path / "straight")
+    run("--epochs", 1, "--out-dir", tmp_path / "resumed")
+    run("--epochs", 2, "--out-dir", tmp_path / "resumed", "--resume")
+    arrays = {}
+    for name in ("straight", "resumed"):
+        with np.load(tmp_path / name / "checkpoint.npz", allow_pickle=False) as archive:
+            arrays[name] = {key: archive[key] for key in archive.files if key != "meta"}
+            arrays[name + "_meta"] = json.loads(str(archive["meta"]))
+    assert sorted(arrays["straight"]) == sorted(arrays["resumed"])
+    for key, value in arrays["straight"].items():
+        np.testing.assert_array_equal(arrays["resumed"][key], value, err_msg=key)
+    assert arrays["resumed_meta"]["rng"] == arrays["straight_meta"]["rng"]
+    assert list(arrays["straight_meta"]["rng"]["cuda"]) == ["0"]
