@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minialex.backend import cuda_available
+from minialex.kernels import pool
 from minialex.kernels.pool import max_pool2d_backward, max_pool2d_forward, pool_output_size
 
 # --------------------------------------------------------------------------- references
@@ -214,6 +215,37 @@ def test_forward_equals_naive_loops_on_random_geometries_with_ties(problem):
     out, _ = max_pool2d_forward(x, kernel, stride, padding)
     ref_out, _ = naive_max_pool2d(x, kernel, stride, padding)
     np.testing.assert_array_equal(out, ref_out)
+
+
+@settings(max_examples=60, deadline=None)
+@given(pool_problems(), st.sampled_from([np.float32, np.float64]))
+def test_cpu_scatter_backward_equals_the_by_offset_reference_bit_for_bit(problem, dtype):
+    """The NumPy fast path (one np.add.at) against the clear loop over offsets: same sums, same order."""
+    shape, kernel, stride, padding, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, size=shape).astype(dtype)  # ties: one pixel wins several windows
+    out, cache = max_pool2d_forward(x, kernel, stride, padding)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    fast = pool._max_pool2d_backward_scatter(dout, cache)
+    reference = pool._max_pool2d_backward_by_offset(dout, cache)
+    assert fast.dtype == reference.dtype == dtype and fast.shape == shape and fast.flags.c_contiguous
+    np.testing.assert_array_equal(fast, reference)
+
+
+def test_cpu_scatter_backward_is_what_max_pool2d_backward_runs_and_can_be_switched_off(monkeypatch):
+    from minialex.kernels import cuda as fast_paths
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 11, 11)).astype(np.float32)
+    out, cache = max_pool2d_forward(x, 3, 2, 1)
+    dout = np.ones_like(out)
+    calls = []
+    for name in ("_max_pool2d_backward_scatter", "_max_pool2d_backward_by_offset"):
+        original = getattr(pool, name)
+        monkeypatch.setattr(pool, name, lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a))
+    max_pool2d_backward(dout, cache)
+    with fast_paths.use_fast_paths(False):
+        max_pool2d_backward(dout, cache)
+    assert calls == ["_max_pool2d_backward_scatter", "_max_pool2d_backward_by_offset"]
 
 
 # --------------------------------------------------------------------------- validation

@@ -20,7 +20,8 @@ window:
                      of dout[n, c, y, x]
 
 Every pixel is written once by one thread: no atomics, deterministic, and
-the terms are added in the generic kernel's order (offset ascending).
+the terms are added in the generic kernels' order (outputs in row-major
+order, which is window offset descending).
 
 The grid is (pixels of one plane) x (planes), a plane being one (n, c) image.
 """
@@ -86,9 +87,10 @@ extern "C" __global__ void max_pool2d_backward(
     for (int plane = blockIdx.y; plane < planes; plane += gridDim.y) {
         const long long plane_start = (long long)plane * oh * ow;
         T total = 0;
-        // y, x descending = window offset ascending: the generic backward's order of addition.
-        for (int y = y_last; y >= y_first; --y) {
-            for (int x = x_last; x >= x_first; --x) {
+        // y, x ascending (row-major over the outputs) = window offset descending: the generic
+        // backward's order of addition, so both paths give the same float sums.
+        for (int y = y_first; y <= y_last; ++y) {
+            for (int x = x_first; x <= x_last; ++x) {
                 const int offset = (hp - y * sh) * kw + (wp - x * sw);
                 const long long at = plane_start + y * ow + x;
                 if ((int)argmax[at] == offset) total += dout[at];
