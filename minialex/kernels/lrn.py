@@ -149,13 +149,12 @@ def local_response_norm_backward(dout, cache):
     dout = dout.astype(x.dtype, copy=False)
     if fast_paths.active(dout, x):  # CuPy arrays: one CUDA thread per (n, pixel)
         return cuda_lrn.local_response_norm_backward(dout, cache)
-    # a_c * scale_c^(-beta-1) written as a_c * scale_c^(-beta) / scale_c: no second power.
-    through_scale = dout * x
-    through_scale *= scale_pow
+    dx = dout * scale_pow  # the direct term, and the first factor of the next one
+    # dout_c * a_c * scale_c^(-beta-1) as (dout_c * scale_c^(-beta)) * a_c / scale_c: no second power.
+    through_scale = dx * x
     through_scale /= scale
     received = _channel_window_sum(through_scale, before=(size - 1) // 2, after=size // 2)
     received *= x
     received *= 2.0 * alpha * beta / size
-    dx = dout * scale_pow
     dx -= received
     return dx
