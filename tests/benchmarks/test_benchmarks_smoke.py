@@ -42,3 +42,20 @@ def test_profile_has_a_row_per_layer_and_the_loss():
 @pytest.mark.parametrize("bad", [["no-such-kernel"]])
 def test_unknown_kernel_names_select_nothing(bad):
     assert kernel_benchmarks(batch=1, repeats=1, torch=None, names=bad) == []
+
+
+def test_engines_benchmark_runs_with_whichever_engines_import():
+    from benchmarks import engines
+
+    loaded = engines.load_engines()  # DeZero and Chainer need NumPy < 2: usually none here
+    names = ["conv2", "pool5", "lrn2", "fc8"]
+    rows = engines.engine_rows(batch=1, repeats=1, engines=loaded, names=names)
+    assert [row["kernel"] for row in rows] == names
+    for row in rows:
+        assert row["minialex_forward"] > 0 and row["minialex_backward"] > 0
+        for engine in loaded:
+            if row.get(f"{engine}_forward") is not None:
+                assert row[f"{engine}_backward"] > 0
+                assert engines.speedup(row, engine) > 0
+    report = engines.markdown_report(machine_info(None), rows)
+    assert "| conv2 | 1 |" in report and "| lrn2 | 1 |" in report
