@@ -25,6 +25,8 @@ def minialex_kernel(kind, spec, x, rng, to):
         stride, padding = (spec["stride"],) * 2, (spec["pad"],) * 2
 
         def forward():
+            if "cache" in state:  # done with, as the autograd's graph is after a backward: reuse its columns
+                conv.release_columns(state["cache"])
             state["out"], state["cache"] = conv.conv2d_forward(X, weight, bias, stride, padding, spec["groups"])
 
         def backward():

@@ -600,6 +600,12 @@ class Conv2d(Function):
         )
         return (dx, dweight) if len(needs) == 2 else (dx, dweight, dbias)
 
+    def _release(self):
+        cache = self.__dict__.get("cache")
+        if cache is not None:
+            conv.release_columns(cache)  # the graph is freed: the next im2col may refill them
+        super()._release()
+
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
     """2-D convolution (cross-correlation) as PyTorch: im2col + one GEMM over groups.

@@ -23,6 +23,7 @@ Every function here takes and returns plain arrays (NumPy or CuPy: the array
 module comes from the inputs) and knows nothing about autograd.
 """
 
+import collections
 import threading
 
 import numpy as np
@@ -43,6 +44,51 @@ def _window_slices(offset, out_size, stride):
     Output position y reads padded row y*stride + offset, for y = 0 .. out_size-1.
     """
     return slice(offset, offset + stride * (out_size - 1) + 1, stride)
+
+
+# --------------------------------------------------------------------------- column buffers
+#
+# A training step fills a column matrix in every conv layer's forward (112 MB
+# for AlexNet's conv2 at batch 16) and drops it after the backward. Memory
+# fresh from the operating system arrives as pages the kernel must zero first,
+# which costs about as much again as filling them. So when the autograd frees
+# a finished Conv2d it hands the columns back (``release_columns``), and the
+# next im2col of that shape refills them instead of asking for new memory.
+# NumPy only: CuPy keeps its own memory pool.
+
+MAX_FREE_COLUMNS = 8  # column shapes kept for reuse; the least recently released goes first
+_free_columns = collections.OrderedDict()  # (shape, dtype) -> a released 2-D column array
+_free_columns_lock = threading.Lock()
+
+
+def _take_columns(shape, dtype):
+    """A (C*kh*kw, N*oh*ow) NumPy array to fill: a released one of that shape, else a new one."""
+    with _free_columns_lock:
+        columns = _free_columns.pop((shape, np.dtype(dtype)), None)
+    return columns if columns is not None else np.empty(shape, dtype=dtype)
+
+
+def release_columns(cache):
+    """Give a conv2d_forward cache's columns back, to be overwritten by a later im2col.
+
+    Only for a cache that nothing will read again: the autograd calls this when
+    it frees the graph after backward (never with retain_graph=True). The cache
+    loses its "col". CuPy columns are simply dropped.
+    """
+    col = cache.pop("col", None)
+    if not isinstance(col, np.ndarray) or col.ndim != 2 or not col.flags.c_contiguous:
+        return
+    with _free_columns_lock:
+        _free_columns[(col.shape, col.dtype)] = col
+        _free_columns.move_to_end((col.shape, col.dtype))
+        while len(_free_columns) > MAX_FREE_COLUMNS:
+            _free_columns.popitem(last=False)
+
+
+def clear_released_columns():
+    """Let go of every column buffer kept for reuse (their memory goes back to the system)."""
+    with _free_columns_lock:
+        _free_columns.clear()
 
 
 def im2col(x, kh, kw, stride, padding):
@@ -74,7 +120,10 @@ def im2col(x, kh, kw, stride, padding):
 
     # Filled through a 6-D view whose axis order is the row/column order of
     # ``col``, so the final reshape to 2-D is free (no copy).
-    col = xp.empty((C, kh, kw, N, oh, ow), dtype=x.dtype)
+    if xp is np:
+        col = _take_columns((C * kh * kw, N * oh * ow), x.dtype).reshape(C, kh, kw, N, oh, ow)
+    else:
+        col = xp.empty((C, kh, kw, N, oh, ow), dtype=x.dtype)
     for i in range(kh):
         rows = _window_slices(i, oh, sh)
         for j in range(kw):

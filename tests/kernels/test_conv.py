@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minialex.backend import cuda_available
+from minialex.kernels import conv
 from minialex.kernels.conv import (
     col2im,
     conv2d_backward,
@@ -288,3 +289,61 @@ def test_conv2d_on_cupy_matches_numpy(geometry, dtype):
     kh, kw = w.shape[2:]
     np.testing.assert_array_equal(cupy.asnumpy(im2col(cupy.asarray(x), kh, kw, stride, padding)),
                                   im2col(x, kh, kw, stride, padding))
+
+
+# --------------------------------------------------------------------------- released column buffers
+
+
+@pytest.fixture
+def empty_column_pool():
+    conv.clear_released_columns()
+    yield
+    conv.clear_released_columns()
+
+
+def test_released_columns_are_refilled_by_the_next_im2col_of_that_shape(empty_column_pool):
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((4, 3, 3, 3))
+    _, cache = conv.conv2d_forward(rng.standard_normal((2, 3, 6, 6)), weight, None, (1, 1), (1, 1), 1)
+    old = cache["col"]
+    old[...] = np.nan  # whatever the buffer held must not leak into the next columns
+    conv.release_columns(cache)
+    assert "col" not in cache
+    x = rng.standard_normal((2, 3, 6, 6))
+    _, cache = conv.conv2d_forward(x, weight, None, (1, 1), (1, 1), 1)
+    assert np.shares_memory(cache["col"], old)
+    np.testing.assert_array_equal(cache["col"], naive_im2col(x, 3, 3, (1, 1), (1, 1)))
+    other = conv.im2col(x, 3, 3, (1, 1), (1, 1))  # nothing left to reuse: new memory
+    assert not np.shares_memory(other, old)
+
+
+def test_release_twice_is_harmless_and_the_pool_keeps_few_shapes(empty_column_pool):
+    rng = np.random.default_rng(1)
+    for size in range(4, 4 + conv.MAX_FREE_COLUMNS + 3):
+        _, cache = conv.conv2d_forward(rng.standard_normal((1, 2, size, size)), rng.standard_normal((3, 2, 3, 3)),
+                                       None, (1, 1), (0, 0), 1)
+        conv.release_columns(cache)
+        conv.release_columns(cache)
+    assert len(conv._free_columns) == conv.MAX_FREE_COLUMNS
+
+
+def test_autograd_releases_columns_after_backward_but_not_with_retain_graph(empty_column_pool):
+    import minialex as ma
+    import minialex.functional as F
+
+    rng = np.random.default_rng(2)
+    x = ma.tensor(rng.standard_normal((2, 3, 7, 7)), requires_grad=True)
+    w = ma.tensor(rng.standard_normal((5, 3, 3, 3)), requires_grad=True)
+
+    loss = (F.conv2d(x, w, padding=1) ** 2).sum()
+    loss.backward(retain_graph=True)
+    assert not conv._free_columns  # the graph is kept, and so are its columns
+    first = x.grad.numpy().copy()
+    loss.backward()  # second pass through the same columns, then the graph is freed
+    np.testing.assert_allclose(x.grad.numpy(), 2 * first, rtol=1e-12)
+    assert len(conv._free_columns) == 1
+
+    # A new step refills the released buffer and gets the same gradients as before.
+    x.grad = w.grad = None
+    (F.conv2d(x, w, padding=1) ** 2).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), first, rtol=1e-12)
