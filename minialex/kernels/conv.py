@@ -281,7 +281,9 @@ def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True):
         dbias = dout_cols.sum(axis=2).reshape(O)
 
     dx = None
-    if need_input_grad:
+    if need_input_grad and xp is np and cache["stride"] == (1, 1) and fast_paths.enabled:
+        dx = _input_grad_wide(weight_groups, dout, cache["x_shape"], kh, kw, cache["padding"])
+    elif need_input_grad:
         # dcol lives only until col2im has folded it: on the CPU it goes into a
         # reused scratch buffer, since filling fresh memory costs the kernel's
         # page zeroing too (conv2, batch 16: GEMM 51 -> 43 ms).
@@ -291,3 +293,40 @@ def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True):
         dx = col2im(dcol.reshape(-1, N * oh * ow), cache["x_shape"], kh, kw,
                     cache["stride"], cache["padding"])
     return dx, dweight, dbias
+
+
+def _input_grad_wide(weight_groups, dout, x_shape, kh, kw, padding):
+    """dx of a stride-1 convolution on the CPU: the dcol GEMM on "wide" rows, then col2im in long runs.
+
+    The CPU fast path beside ``dcol = W.T @ dout_cols; col2im(dcol)``, with the
+    same result (the tests compare the two). With stride 1, output (y, x) at
+    kernel offset (i, j) reads padded pixel (y + i, x + j), which in a padded
+    plane flattened to Hp*Wp values sits at (i*Wp + j) + (y*Wp + x). So if
+    every output row is widened from ow to Wp columns, the entries one offset
+    adds back form ONE contiguous run of oh*Wp values per (c, n) plane, at
+    i*Wp + j, instead of oh short rows of ow values; NumPy's per-row overhead
+    dominated col2im at AlexNet's 13x13 maps. The widening columns carry
+    dout = 0, so their dcol entries are 0 and adding them anywhere changes
+    nothing; one spare row takes the last offsets' overrun. The price is
+    Wp/ow more GEMM columns (15/13 at 13x13): conv5's input gradient, batch
+    16, 32 -> 25 ms.
+    """
+    N, O, oh, ow = dout.shape
+    _, C, H, W = x_shape
+    ph, pw = padding
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    G = weight_groups.shape[0]
+    dout_wide = np.zeros((O, N, oh, Wp), dtype=dout.dtype)
+    dout_wide[..., :ow] = dout.transpose(1, 0, 2, 3)
+    dcol_shape = (G, weight_groups.shape[2], N * oh * Wp)
+    dcol = np.matmul(weight_groups.transpose(0, 2, 1), dout_wide.reshape(G, O // G, N * oh * Wp),
+                     out=_scratch(dcol_shape, dout.dtype))
+    dcol = dcol.reshape(C, kh, kw, N, oh * Wp)
+    # Channel-major like dcol, one spare row for the overrun of the last offsets.
+    x_flat = np.zeros((C, N, (Hp + 1) * Wp), dtype=dout.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            start = i * Wp + j
+            x_flat[:, :, start:start + oh * Wp] += dcol[:, i, j]
+    x_padded = x_flat[:, :, :Hp * Wp].reshape(C, N, Hp, Wp)
+    return np.ascontiguousarray(x_padded[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3))

@@ -347,3 +347,39 @@ def test_autograd_releases_columns_after_backward_but_not_with_retain_graph(empt
     x.grad = w.grad = None
     (F.conv2d(x, w, padding=1) ** 2).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), first, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- the CPU fast path for stride 1
+
+
+@st.composite
+def stride_one_problems(draw):
+    groups = draw(st.sampled_from([1, 2, 3]))
+    c_per_group, o_per_group = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    ph, pw = draw(st.integers(0, 2)), draw(st.integers(0, 2))
+    h = draw(st.integers(max(1, kh - 2 * ph), 8))
+    w = draw(st.integers(max(1, kw - 2 * pw), 8))
+    n = draw(st.integers(1, 3))
+    return (n, groups * c_per_group, h, w), (groups * o_per_group, c_per_group, kh, kw), (ph, pw), groups
+
+
+@settings(max_examples=60, deadline=None)
+@given(stride_one_problems(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1))
+def test_wide_input_gradient_equals_dcol_then_col2im(problem, dtype, seed):
+    """For stride 1 the CPU backward widens the rows (one long run per offset): same dx as the clear path."""
+    from minialex.kernels import cuda as fast_paths
+
+    x_shape, w_shape, padding, groups = problem
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(w_shape).astype(dtype)
+    out, cache = conv2d_forward(x, weight, None, (1, 1), padding, groups)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    dx_fast, dweight_fast, _ = conv2d_backward(dout, cache)
+    with fast_paths.use_fast_paths(False):
+        dx_clear, dweight_clear, _ = conv2d_backward(dout, cache)
+    assert dx_fast.shape == x_shape and dx_fast.dtype == dtype and dx_fast.flags.c_contiguous
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx_fast, dx_clear, **tolerance)
+    np.testing.assert_array_equal(dweight_fast, dweight_clear)
