@@ -15,8 +15,44 @@ def _check_optimizer(optimizer):
         raise TypeError(f"a scheduler needs an optimiser with param_groups, got {type(optimizer).__name__}")
 
 
-class StepLR:
+class _EpochScheduler:
+    """What StepLR and CosineAnnealingLR share: the optimiser, its initial rates, the step count.
+
+    A subclass lists its own settings in ``_SETTINGS`` (name -> type), which
+    state_dict saves beside base_lrs, last_epoch and the last rates.
+    """
+
+    _SETTINGS = {}
+
+    def __init__(self, optimizer):
+        _check_optimizer(optimizer)
+        self.optimizer = optimizer
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        self.last_epoch = 0
+        self._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+    def get_last_lr(self):
+        return list(self._last_lr)
+
+    def state_dict(self):
+        state = {name: getattr(self, name) for name in self._SETTINGS}
+        state.update(base_lrs=list(self.base_lrs), last_epoch=self.last_epoch, _last_lr=list(self._last_lr))
+        return state
+
+    def load_state_dict(self, state_dict):
+        for name, kind in self._SETTINGS.items():
+            setattr(self, name, kind(state_dict[name]))
+        self.base_lrs = [float(v) for v in state_dict["base_lrs"]]
+        self.last_epoch = int(state_dict["last_epoch"])
+        self._last_lr = [float(v) for v in state_dict["_last_lr"]]
+
+
+class StepLR(_EpochScheduler):
     """lr = initial_lr * gamma ** (epoch // step_size); call ``step()`` once an epoch."""
+
+    _SETTINGS = {"step_size": int, "gamma": float}
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         _check_optimizer(optimizer)
@@ -24,14 +60,9 @@ class StepLR:
             raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
         if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or gamma <= 0:
             raise ValueError(f"StepLR: gamma must be a positive number, got {gamma!r}")
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         self.step_size = int(step_size)
         self.gamma = float(gamma)
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        self.last_epoch = 0
-        self._last_lr = [group["lr"] for group in optimizer.param_groups]
 
     def step(self):
         self.last_epoch += 1
@@ -42,22 +73,8 @@ class StepLR:
                 group["lr"] = group["lr"] * self.gamma
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
-    def get_last_lr(self):
-        return list(self._last_lr)
 
-    def state_dict(self):
-        return {"step_size": self.step_size, "gamma": self.gamma, "base_lrs": list(self.base_lrs),
-                "last_epoch": self.last_epoch, "_last_lr": list(self._last_lr)}
-
-    def load_state_dict(self, state_dict):
-        self.step_size = int(state_dict["step_size"])
-        self.gamma = float(state_dict["gamma"])
-        self.base_lrs = [float(v) for v in state_dict["base_lrs"]]
-        self.last_epoch = int(state_dict["last_epoch"])
-        self._last_lr = [float(v) for v in state_dict["_last_lr"]]
-
-
-class CosineAnnealingLR:
+class CosineAnnealingLR(_EpochScheduler):
     """lr follows half a cosine from initial_lr down to eta_min over T_max steps.
 
         lr_t = eta_min + (initial_lr - eta_min) * (1 + cos(pi * t / T_max)) / 2
@@ -69,20 +86,17 @@ class CosineAnnealingLR:
     in between is annealed from where it was set.
     """
 
+    _SETTINGS = {"T_max": int, "eta_min": float}
+
     def __init__(self, optimizer, T_max, eta_min=0.0):  # noqa: N803 - PyTorch's name
         _check_optimizer(optimizer)
         if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
             raise ValueError(f"CosineAnnealingLR: T_max must be a positive int, got {T_max!r}")
         if isinstance(eta_min, bool) or not isinstance(eta_min, numbers.Real) or eta_min < 0:
             raise ValueError(f"CosineAnnealingLR: eta_min must be a non-negative number, got {eta_min!r}")
-        self.optimizer = optimizer
+        super().__init__(optimizer)
         self.T_max = int(T_max)
         self.eta_min = float(eta_min)
-        for group in optimizer.param_groups:
-            group.setdefault("initial_lr", group["lr"])
-        self.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-        self.last_epoch = 0
-        self._last_lr = [group["lr"] for group in optimizer.param_groups]
 
     def step(self):
         self.last_epoch += 1
@@ -96,20 +110,6 @@ class CosineAnnealingLR:
                 group["lr"] = ((1 + math.cos(math.pi * t / T)) / (1 + math.cos(math.pi * (t - 1) / T))
                                * (lr - eta_min) + eta_min)
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
-
-    def get_last_lr(self):
-        return list(self._last_lr)
-
-    def state_dict(self):
-        return {"T_max": self.T_max, "eta_min": self.eta_min, "base_lrs": list(self.base_lrs),
-                "last_epoch": self.last_epoch, "_last_lr": list(self._last_lr)}
-
-    def load_state_dict(self, state_dict):
-        self.T_max = int(state_dict["T_max"])
-        self.eta_min = float(state_dict["eta_min"])
-        self.base_lrs = [float(v) for v in state_dict["base_lrs"]]
-        self.last_epoch = int(state_dict["last_epoch"])
-        self._last_lr = [float(v) for v in state_dict["_last_lr"]]
 
 
 class ReduceLROnPlateau:

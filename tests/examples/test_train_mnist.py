@@ -188,8 +188,9 @@ def test_bad_command_lines_are_refused(example_module, argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
-def test_warmup_raises_the_rate_linearly_then_hands_back_the_scheduled_rate(example, tmp_path, monkeypatch):
-    """Steps 1..N of the run use lr * step / N; later steps and the schedulers see the scheduled rate."""
+@pytest.fixture
+def seen_rates(monkeypatch):
+    """The learning rate of every optimiser step taken while the test runs."""
     from minialex import optim
 
     seen = []
@@ -200,33 +201,28 @@ def test_warmup_raises_the_rate_linearly_then_hands_back_the_scheduled_rate(exam
         return original_step(self)
 
     monkeypatch.setattr(optim.SGD, "step", recording_step)
+    return seen
+
+
+def test_warmup_raises_the_rate_linearly_then_hands_back_the_scheduled_rate(example, tmp_path, seen_rates):
+    """Steps 1..N of the run use lr * step / N; later steps and the schedulers see the scheduled rate."""
     # 64 images in batches of 32: 2 steps an epoch, so a 3-step warm-up crosses into epoch 2.
     code, _, _ = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--warmup-steps", 3,
                      "--lr", 0.03, "--out-dir", tmp_path)
     assert code == 0
-    assert seen == pytest.approx([0.01, 0.02, 0.03, 0.03])
+    assert seen_rates == pytest.approx([0.01, 0.02, 0.03, 0.03])
     history = json.loads((tmp_path / "metrics.json").read_text())
     assert [row["lr"] for row in history] == [0.03, 0.03]
 
 
-def test_cosine_lowers_the_rate_every_batch_under_the_warmup(example, tmp_path, monkeypatch):
+def test_cosine_lowers_the_rate_every_batch_under_the_warmup(example, tmp_path, seen_rates):
     """--scheduler cosine: the rate of step s is lr * (1 + cos(pi * (s-1) / T)) / 2, T the run's steps, times warm-up."""
-    from minialex import optim
-
-    seen = []
-    original_step = optim.SGD.step
-
-    def recording_step(self):
-        seen.append(self.param_groups[0]["lr"])
-        return original_step(self)
-
-    monkeypatch.setattr(optim.SGD, "step", recording_step)
     # 2 steps an epoch, 2 epochs: T = 4; the 3-step warm-up scales the first three.
     code, _, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--warmup-steps", 3,
                           "--lr", 0.04, "--scheduler", "cosine", "--out-dir", tmp_path)
     assert code == 0, stderr
     cosine = [0.04 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]
-    assert seen == pytest.approx([cosine[0] / 3, cosine[1] * 2 / 3, cosine[2], cosine[3]], rel=1e-12)
+    assert seen_rates == pytest.approx([cosine[0] / 3, cosine[1] * 2 / 3, cosine[2], cosine[3]], rel=1e-12)
     history = json.loads((tmp_path / "metrics.json").read_text())
     assert [row["lr"] for row in history] == pytest.approx([0.04, 0.02], rel=1e-12)  # each epoch's first rate
 
