@@ -75,6 +75,8 @@ def release_columns(cache):
     it frees the graph after backward (never with retain_graph=True). The cache
     loses its "col". CuPy columns are simply dropped.
     """
+    if not isinstance(cache, dict):
+        raise TypeError(f"release_columns expects the cache dict of conv2d_forward, got {type(cache).__name__}")
     col = cache.pop("col", None)
     if not isinstance(col, np.ndarray) or col.ndim != 2 or not col.flags.c_contiguous:
         return

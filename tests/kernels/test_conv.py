@@ -325,6 +325,8 @@ def test_release_twice_is_harmless_and_the_pool_keeps_few_shapes(empty_column_po
         conv.release_columns(cache)
         conv.release_columns(cache)
     assert len(conv._free_columns) == conv.MAX_FREE_COLUMNS
+    with pytest.raises(TypeError, match="cache dict of conv2d_forward"):
+        conv.release_columns((np.zeros((2, 2)),))
 
 
 def test_autograd_releases_columns_after_backward_but_not_with_retain_graph(empty_column_pool):
