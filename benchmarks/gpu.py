@@ -34,11 +34,11 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 import minialex as ma  # noqa: E402
-import minialex.functional as MF  # noqa: E402
 from benchmarks.common import median_time, write_results  # noqa: E402
+from benchmarks.cpu import minialex_train_step, torch_train_step  # noqa: E402
 from benchmarks.kernels import minialex_kernel, torch_kernel  # noqa: E402
-from benchmarks.layers import LAYERS, torch_alexnet  # noqa: E402
-from minialex import backend, models, optim  # noqa: E402
+from benchmarks.layers import LAYERS  # noqa: E402
+from minialex import backend  # noqa: E402
 from minialex.kernels import cuda as fast_paths  # noqa: E402
 
 PATHS = ("cpu", "generic", "fast", "torch")
@@ -110,48 +110,13 @@ def kernel_rows(batch, settings, torch, names=None):
 # --------------------------------------------------------------------------- the whole training step
 
 
-def minialex_step(batch, device):
-    """A closure for one paper-AlexNet training step on ``device`` (batch, float32, SGD 0.9 / 5e-4)."""
-    ma.manual_seed(0)
-    model = models.alexnet().to(device)
-    optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    rng = np.random.default_rng(0)
-    x = ma.tensor(rng.standard_normal((batch, 3, 227, 227)).astype(np.float32), device=device)
-    target = ma.tensor(rng.integers(0, 1000, batch), device=device)
-
-    def step():
-        loss = MF.cross_entropy(model(x), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
-def torch_step(torch, batch):
-    torch.manual_seed(0)
-    model = torch_alexnet(torch).cuda()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    rng = np.random.default_rng(0)
-    x = torch.from_numpy(rng.standard_normal((batch, 3, 227, 227)).astype(np.float32)).cuda()
-    target = torch.from_numpy(rng.integers(0, 1000, batch)).cuda()
-
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(x), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def step_row(batch, settings, torch):
     cp = backend.cupy_module()
     row = {"batch": batch}
     if settings["cpu"]:
-        row["cpu"] = median_time(minialex_step(batch, "cpu"), settings["cpu_step_repeats"], warmup=1)
+        row["cpu"] = median_time(minialex_train_step(batch, device="cpu"), settings["cpu_step_repeats"], warmup=1)
         print(f"  cpu step {row['cpu'] * 1e3:.0f} ms", flush=True)
-    step = minialex_step(batch, "cuda")
+    step = minialex_train_step(batch, device="cuda")
     for path in ("generic", "fast"):
         with fast_paths.use_fast_paths(path == "fast"):
             row[path] = gpu_time(step, settings["step_repeats"], settings["warmup"])
@@ -159,7 +124,7 @@ def step_row(batch, settings, torch):
     del step
     cp.get_default_memory_pool().free_all_blocks()
     if torch is not None:
-        row["torch"] = torch_gpu_time(torch, torch_step(torch, batch), settings["step_repeats"], settings["warmup"])
+        row["torch"] = torch_gpu_time(torch, torch_train_step(torch, batch, device="cuda"), settings["step_repeats"], settings["warmup"])
         print(f"  torch step {row['torch'] * 1e3:.1f} ms", flush=True)
     return row
 
