@@ -104,6 +104,15 @@ def _to_array(data, dtype=None, device=None):
 # --------------------------------------------------------------------------- Tensor
 
 
+class _VersionCounter:
+    """A mutable count shared by a tensor and the tensors that view its data."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
 class Tensor:
     """An n-dimensional array that can record the operations made on it.
 
@@ -121,6 +130,7 @@ class Tensor:
         self.grad = None
         self.grad_fn = None
         self.requires_grad = False
+        self._version_counter = _VersionCounter()
         if requires_grad:
             self.requires_grad_(True)
 
@@ -131,7 +141,17 @@ class Tensor:
         tensor.grad = None
         tensor.grad_fn = grad_fn
         tensor.requires_grad = grad_fn is not None
+        tensor._version_counter = _VersionCounter()
         return tensor
+
+    @property
+    def _version(self):
+        """How many times this tensor's data has been changed in place (shared with its views)."""
+        return self._version_counter.value
+
+    def _bump_version(self):
+        """Record an in-place change of ``data`` (in-place operators, optimiser steps, loading)."""
+        self._version_counter.value += 1
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and not is_float_dtype(self.data.dtype):
