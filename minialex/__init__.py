@@ -7,7 +7,7 @@
 import numpy as _np
 
 from . import cuda, functional, nn
-from .autograd import Tensor, is_grad_enabled, no_grad, tensor
+from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 from .backend import manual_seed
 from .gradcheck import GradcheckError, gradcheck
 
@@ -21,6 +21,7 @@ __all__ = [
     "GradcheckError",
     "Tensor",
     "cuda",
+    "enable_grad",
     "float32",
     "float64",
     "functional",
@@ -30,5 +31,6 @@ __all__ = [
     "is_grad_enabled",
     "manual_seed",
     "no_grad",
+    "set_grad_enabled",
     "tensor",
 ]

@@ -13,43 +13,115 @@ Leaves accumulate them in ``.grad``. The graph is freed as it is walked, so a
 second ``backward`` through it is an error, as in PyTorch.
 """
 
+import functools
+import inspect
 import numbers
+import threading
 
 import numpy as np
 
 from . import backend
 
-# --------------------------------------------------------------------------- no_grad
+# --------------------------------------------------------------------------- grad mode
 
-_grad_enabled = True
+# Whether operations record the graph is a per-thread setting, as in PyTorch:
+# a `no_grad` block in a data-loading thread must not cut layers out of the
+# training thread's graph.
+_grad_mode = threading.local()
 
 
 def is_grad_enabled():
-    return _grad_enabled
+    """True when operations in this thread record the graph (the default)."""
+    return getattr(_grad_mode, "enabled", True)
 
 
-class no_grad:
-    """Context manager (and decorator) inside which no graph is recorded."""
+def set_grad_enabled(mode):
+    """Switch graph recording on or off for this thread; returns the previous setting."""
+    previous = is_grad_enabled()
+    _grad_mode.enabled = bool(mode)
+    return previous
+
+
+class _GradMode:
+    """A context manager and decorator that sets this thread's grad mode to ``_enabled``.
+
+    Usable as ``with no_grad():``, ``@no_grad()`` and ``@no_grad``, on plain
+    functions and on generator functions (each resumption of the generator
+    runs in the mode, while the caller's code between resumptions keeps its own).
+    """
+
+    _enabled = None
+
+    def __new__(cls, function=None):
+        self = super().__new__(cls)
+        if function is None:
+            return self
+        if not callable(function):
+            raise TypeError(f"{cls.__name__}() takes no arguments, or a function to decorate; got {function!r}")
+        return self(function)  # used bare, as @no_grad
 
     def __enter__(self):
-        global _grad_enabled
-        self._previous = _grad_enabled
-        _grad_enabled = False
+        self._previous = set_grad_enabled(self._enabled)
         return self
 
     def __exit__(self, *exc_info):
-        global _grad_enabled
-        _grad_enabled = self._previous
+        set_grad_enabled(self._previous)
         return False
 
     def __call__(self, function):
+        mode = type(self)
+        if inspect.isgeneratorfunction(function):
+            def generator_wrapper(*args, **kwargs):
+                return (yield from _run_generator_in_mode(mode, function(*args, **kwargs)))
+
+            return functools.wraps(function)(generator_wrapper)
+
         def wrapper(*args, **kwargs):
-            with no_grad():
+            with mode():
                 return function(*args, **kwargs)
 
-        wrapper.__name__ = getattr(function, "__name__", "wrapper")
-        wrapper.__doc__ = getattr(function, "__doc__", None)
-        return wrapper
+        return functools.wraps(function)(wrapper)
+
+
+def _run_generator_in_mode(mode, generator):
+    """Drive ``generator`` so that its own code always runs inside ``mode()``."""
+    with mode():
+        request = None
+        try:
+            response = generator.send(None)
+        except StopIteration as stop:
+            return stop.value
+    while True:
+        try:
+            request = yield response
+        except GeneratorExit:
+            with mode():
+                generator.close()
+            raise
+        except BaseException as error:  # noqa: BLE001 - handed on to the generator, as `yield from` does
+            with mode():
+                try:
+                    response = generator.throw(error)
+                except StopIteration as stop:
+                    return stop.value
+        else:
+            with mode():
+                try:
+                    response = generator.send(request)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class no_grad(_GradMode):  # noqa: N801 - PyTorch's name
+    """Inside it, in this thread, no graph is recorded (evaluation, parameter updates)."""
+
+    _enabled = False
+
+
+class enable_grad(_GradMode):  # noqa: N801 - PyTorch's name
+    """Inside it, in this thread, the graph is recorded again (e.g. within a no_grad block)."""
+
+    _enabled = True
 
 
 # --------------------------------------------------------------------------- dtypes
@@ -131,6 +203,7 @@ class Tensor:
         self.grad_fn = None
         self.requires_grad = False
         self._version_counter = _VersionCounter()
+        self._is_view = False
         if requires_grad:
             self.requires_grad_(True)
 
@@ -142,6 +215,7 @@ class Tensor:
         tensor.grad_fn = grad_fn
         tensor.requires_grad = grad_fn is not None
         tensor._version_counter = _VersionCounter()
+        tensor._is_view = False
         return tensor
 
     @property
@@ -207,6 +281,50 @@ class Tensor:
             extras.append("requires_grad=True")
         return "tensor(" + ", ".join([text] + extras) + ")"
 
+    # ----------------------------------------------------------------- Python and NumPy protocols
+
+    # `==` returns a Tensor, so equality can't define the hash: hash by identity, as PyTorch.
+    __hash__ = object.__hash__
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(
+                f"the truth value of a tensor with {self.data.size} elements (shape {self.shape}) is "
+                "ambiguous; use .any() / .all() on its data, or compare one element"
+            )
+        return bool(self.data.reshape(()).item())
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(t)``: the data as a NumPy array (copied from a GPU)."""
+        array = backend.to_numpy(self.data)
+        if dtype is not None and array.dtype != dtype:
+            array = array.astype(dtype)
+        return array.copy() if copy else array
+
+    def __eq__(self, other):
+        return _F().compare("eq", self, other)
+
+    def __ne__(self, other):
+        return _F().compare("ne", self, other)
+
+    def __lt__(self, other):
+        return _F().compare("lt", self, other)
+
+    def __le__(self, other):
+        return _F().compare("le", self, other)
+
+    def __gt__(self, other):
+        return _F().compare("gt", self, other)
+
+    def __ge__(self, other):
+        return _F().compare("ge", self, other)
+
     # ----------------------------------------------------------------- conversion
 
     def numpy(self):
@@ -219,8 +337,10 @@ class Tensor:
         return self.data.reshape(()).item()
 
     def detach(self):
-        """A new leaf sharing this tensor's data, cut off from the graph."""
-        return Tensor(self.data)
+        """A new leaf sharing this tensor's data (and version counter), cut off from the graph."""
+        detached = Tensor(self.data)
+        detached._version_counter = self._version_counter
+        return detached
 
     def to(self, device):
         """This tensor on ``device``; gradients flow back to the original device."""
@@ -300,6 +420,89 @@ class Tensor:
 
     def __rtruediv__(self, other):
         return _F().div(other, self)
+
+    # In place: the same Tensor object (and Parameter) keeps its identity and
+    # its data array; only the values change, and the version counter says so.
+
+    def __iadd__(self, other):
+        return self._in_place("add", other)
+
+    def __isub__(self, other):
+        return self._in_place("sub", other)
+
+    def __imul__(self, other):
+        return self._in_place("mul", other)
+
+    def __itruediv__(self, other):
+        return self._in_place("div", other)
+
+    def add_(self, other):
+        return self._in_place("add", other)
+
+    def sub_(self, other):
+        return self._in_place("sub", other)
+
+    def mul_(self, other):
+        return self._in_place("mul", other)
+
+    def div_(self, other):
+        return self._in_place("div", other)
+
+    def zero_(self):
+        """Set every element to 0, in place."""
+        return self.fill_(0)
+
+    def fill_(self, value):
+        """Set every element to ``value``, in place (a leaf that requires grad only under no_grad)."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Number):
+            raise TypeError(f"fill_: value must be a number, got {type(value).__name__}")
+        self._check_in_place_allowed("fill_")
+        if self.requires_grad and is_grad_enabled():
+            # The old values no longer matter: the tensor becomes a constant.
+            self.grad_fn, self.requires_grad = None, False
+        self.data[...] = value
+        self._bump_version()
+        return self
+
+    def _check_in_place_allowed(self, name):
+        if self.is_leaf and self.requires_grad and is_grad_enabled():
+            raise RuntimeError(
+                f"{name}: a leaf tensor that requires grad (e.g. a Parameter) is being changed in place "
+                "while gradients are recorded; do it inside `with ma.no_grad():`"
+            )
+
+    def _in_place(self, operation, other):
+        """``self <operation>= other``: the out-of-place op's result, written into ``self.data``."""
+        name = {"add": "+=", "sub": "-=", "mul": "*=", "div": "/="}[operation]
+        self._check_in_place_allowed(name)
+        operator = getattr(_F(), operation)
+        records = is_grad_enabled() and (self.requires_grad or (isinstance(other, Tensor) and other.requires_grad))
+        if not records:
+            result = operator(self, other)
+        else:
+            if self._is_view:
+                raise RuntimeError(
+                    f"{name}: this tensor is a view of another tensor's data (reshape, transpose or "
+                    "indexing); changing it in place while gradients are recorded is not supported: "
+                    "use the out-of-place operator (t = t + u)"
+                )
+            # The graph so far, with a copy of the old values: a Function that saves its
+            # input (mul, div) must keep the values from before this write.
+            before = Tensor._from_function(self.data.copy(), self.grad_fn)
+            before.requires_grad = self.requires_grad
+            result = operator(before, other)
+        if result.shape != self.shape:
+            raise RuntimeError(
+                f"{name}: the result has shape {result.shape}, which does not match the tensor's "
+                f"shape {self.shape} (in-place results cannot broadcast to a larger shape)"
+            )
+        if not np.can_cast(result.dtype, self.dtype, casting="same_kind"):
+            raise RuntimeError(f"{name}: the result type {result.dtype} can't be cast to the tensor's dtype {self.dtype}")
+        self.data[...] = result.data
+        self._bump_version()
+        if records:
+            self.grad_fn, self.requires_grad = result.grad_fn, True
+        return self
 
     def __matmul__(self, other):
         return _F().matmul(self, other)
@@ -411,19 +614,54 @@ class Function:
     shape. ``backward`` must not modify ``grad_output`` in place.
     ``self.needs_input_grad`` tells backward which inputs want a gradient.
 
+    Saved values are checked before backward: a subclass lists in
+    ``saved_inputs`` the positions of the inputs whose arrays its forward keeps
+    (every input unless it says otherwise) and sets ``saves_output`` if it
+    keeps its output. If one of them was changed in place between the forward
+    and the backward (an optimiser step, ``+=``), backward raises instead of
+    returning a gradient computed from the wrong values. A Function whose
+    output may be a view of its input (reshape, transpose, indexing) sets
+    ``may_return_view``, so that the two share one version counter.
+
     Call it as ``MyFunction()(tensor_a, tensor_b, **options)``.
     """
+
+    saved_inputs = "all"
+    saves_output = False
+    may_return_view = False
 
     def __call__(self, *inputs, **options):
         tensors = [x if isinstance(x, Tensor) else Tensor(x) for x in inputs]
         _check_same_device(type(self).__name__, tensors)
-        record = _grad_enabled and any(t.requires_grad for t in tensors)
+        record = is_grad_enabled() and any(t.requires_grad for t in tensors)
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
-        output = self.forward(*[t.data for t in tensors], **options)
-        if not record:
-            return Tensor._from_function(output, None)
-        self.inputs = tensors
-        return Tensor._from_function(output, self)
+        output_array = self.forward(*[t.data for t in tensors], **options)
+        output = Tensor._from_function(output_array, self if record else None)
+        if self.may_return_view:
+            _share_version_if_view(output, tensors)
+        if record:
+            self.inputs = tensors
+            self._saved_versions = self._versions_to_check(tensors, output)
+        return output
+
+    def _versions_to_check(self, tensors, output):
+        """(which, counter, version at forward) for every tensor whose array forward kept."""
+        positions = range(len(tensors)) if self.saved_inputs == "all" else self.saved_inputs
+        saved = [(i, tensors[i]._version_counter, tensors[i]._version_counter.value) for i in positions]
+        if self.saves_output:
+            saved.append(("output", output._version_counter, output._version_counter.value))
+        return saved
+
+    def _check_saved_versions(self):
+        for which, counter, version in self._saved_versions:
+            if counter.value != version:
+                what = "its output" if which == "output" else f"input {which} {_describe(self.inputs[which])}"
+                raise RuntimeError(
+                    "one of the tensors needed for gradient computation has been modified by an "
+                    f"in-place operation: {what} of {type(self).__name__} is at version {counter.value}; "
+                    f"expected version {version} instead. Something changed it between the forward "
+                    "and the backward (an in-place operator, or optimizer.step() before backward())"
+                )
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -435,6 +673,23 @@ class Function:
         """Drop the inputs and everything forward saved: the graph is freed."""
         self.__dict__.clear()
         self.inputs = None
+
+
+def _describe(tensor):
+    kind = "Parameter" if type(tensor).__name__ == "Parameter" else "Tensor"
+    return f"({kind} of shape {tensor.shape}, {tensor.dtype})"
+
+
+def _share_version_if_view(output, tensors):
+    """Give ``output`` the version counter of the input whose memory it views, if any."""
+    if getattr(output.data, "base", None) is None:
+        return
+    xp = backend.get_array_module(output.data)
+    for tensor in tensors:
+        if xp.may_share_memory(output.data, tensor.data):
+            output._version_counter = tensor._version_counter
+            output._is_view = True
+            return
 
 
 def _check_same_device(name, tensors):
@@ -466,15 +721,21 @@ def _topological_order(root):
     """Functions reachable from ``root``, each before the functions of its inputs.
 
     Depth-first with an explicit stack (no recursion, so a 10,000-op chain is
-    fine); the reverse of the post-order is a topological order.
+    fine); a function joins the post-order only after everything below it has,
+    and the reverse of the post-order is a topological order. A function is
+    marked visited when it is expanded, not when it is pushed: pushed early
+    by one consumer, it may be reached again deeper below another consumer,
+    and it must then come after that one too (``h + h * h``).
     """
     post_order = []
-    visited = {root}
+    expanded = set()
     stack = [(root, False)]
     while stack:
-        function, expanded = stack.pop()
-        if expanded:
+        function, children_done = stack.pop()
+        if children_done:
             post_order.append(function)
+            continue
+        if function in expanded:
             continue
         if function.inputs is None:
             raise RuntimeError(
@@ -482,11 +743,11 @@ def _topological_order(root):
                 "freed by the first backward (call backward(retain_graph=True) the first time "
                 "if you need to go through it twice)"
             )
+        expanded.add(function)
         stack.append((function, True))
         for tensor in function.inputs:
             parent = tensor.grad_fn
-            if parent is not None and parent not in visited:
-                visited.add(parent)
+            if parent is not None and parent not in expanded:
                 stack.append((parent, False))
     post_order.reverse()
     return post_order
@@ -507,6 +768,7 @@ def run_backward(output, grad, retain_graph=False):
             if not retain_graph:
                 function._release()
             continue
+        function._check_saved_versions()
         input_grads = function.backward(grad_output)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)

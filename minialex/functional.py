@@ -91,6 +91,8 @@ def _normalize_axis(axis, ndim, name="axis"):
 
 
 class ToDevice(Function):
+    saved_inputs = ()
+
     def forward(self, x, device):
         self.source = backend.device_of(x)
         return backend.to_device(x, device)
@@ -111,6 +113,8 @@ def to_device(x, device):
 
 
 class Add(Function):
+    saved_inputs = ()
+
     def forward(self, a, b):
         return a + b
 
@@ -119,6 +123,8 @@ class Add(Function):
 
 
 class Sub(Function):
+    saved_inputs = ()
+
     def forward(self, a, b):
         return a - b
 
@@ -127,6 +133,8 @@ class Sub(Function):
 
 
 class Mul(Function):
+    saved_inputs = (0, 1)
+
     def forward(self, a, b):
         self.a, self.b = a, b
         return a * b
@@ -138,6 +146,8 @@ class Mul(Function):
 
 
 class Div(Function):
+    saved_inputs = (0, 1)
+
     def forward(self, a, b):
         a, b = _float_array(a), _float_array(b)
         self.a, self.b = a, b
@@ -150,6 +160,8 @@ class Div(Function):
 
 
 class Neg(Function):
+    saved_inputs = ()
+
     def forward(self, x):
         return -x
 
@@ -159,6 +171,8 @@ class Neg(Function):
 
 class Pow(Function):
     """x ** p for a scalar p; d/dx = p * x ** (p - 1)."""
+
+    saved_inputs = (0,)
 
     def forward(self, x, exponent):
         if not isinstance(exponent, numbers.Integral):
@@ -213,6 +227,8 @@ class MatMul(Function):
     grad_a = grad @ b^T, grad_b = a^T @ grad (batch dims summed back by the engine).
     """
 
+    saved_inputs = (0, 1)
+
     def forward(self, a, b):
         self.a, self.b = a, b
         return a @ b
@@ -263,6 +279,8 @@ def matmul(a, b):
 
 
 class Cast(Function):
+    saved_inputs = ()
+
     def forward(self, x, dtype):
         self.source = x.dtype
         return x.astype(dtype)
@@ -275,10 +293,48 @@ def _cast(x, dtype):
     return Cast()(x, dtype=dtype)
 
 
+# --------------------------------------------------------------------------- comparisons
+
+_COMPARISONS = {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal",
+                "gt": "greater", "ge": "greater_equal"}
+
+
+def compare(operation, a, b):
+    """Elementwise ``a <op> b`` (op: eq, ne, lt, le, gt, ge) as a boolean Tensor, outside the graph.
+
+    ``a`` is a Tensor; ``b`` a Tensor, an array or a Python number, broadcast
+    as NumPy does. Comparisons have no gradient, so nothing is recorded.
+    """
+    xp = backend.get_array_module(a.data)
+    if isinstance(b, Tensor):
+        _check_same_devices_for(operation, a, b)
+        other = b.data
+    elif isinstance(b, numbers.Number):
+        other = b
+    elif backend.is_array(b) or isinstance(b, list | tuple):
+        other = backend.to_device(xp.asarray(b) if not backend.is_array(b) else b, a.device)
+    else:
+        return NotImplemented  # Python then tries the other side, or falls back to identity for ==/!=
+    other_shape = tuple(getattr(other, "shape", ()))
+    try:
+        np.broadcast_shapes(a.shape, other_shape)
+    except ValueError:
+        raise ValueError(f"{operation}: shapes {a.shape} and {other_shape} cannot be broadcast together") from None
+    return Tensor(getattr(xp, _COMPARISONS[operation])(a.data, other))
+
+
+def _check_same_devices_for(operation, a, b):
+    if a.device != b.device:
+        raise RuntimeError(f"{operation}: tensors on {a.device} and {b.device}; move them with .to(device)")
+
+
 # --------------------------------------------------------------------------- elementwise
 
 
 class Exp(Function):
+    saved_inputs = ()
+    saves_output = True
+
     def forward(self, x):
         self.out = backend.get_array_module(x).exp(x)
         return self.out
@@ -288,6 +344,8 @@ class Exp(Function):
 
 
 class Log(Function):
+    saved_inputs = (0,)
+
     def forward(self, x):
         self.x = x
         return backend.get_array_module(x).log(x)
@@ -311,6 +369,8 @@ def log(x):
 
 
 class ReLU(Function):
+    saved_inputs = ()  # only the mask x > 0
+
     def forward(self, x):
         out, self.cache = activation.relu_forward(x)
         return out
@@ -336,6 +396,8 @@ def _expand_reduced(grad, axes, shape):
 
 
 class Sum(Function):
+    saved_inputs = ()
+
     def forward(self, x, axes, keepdims):
         self.axes, self.shape = axes, x.shape
         return x.sum(axis=axes, keepdims=keepdims)
@@ -345,6 +407,8 @@ class Sum(Function):
 
 
 class Mean(Function):
+    saved_inputs = ()
+
     def forward(self, x, axes, keepdims):
         self.axes, self.shape = axes, x.shape
         self.count = int(np.prod([x.shape[a] for a in axes]))
@@ -356,6 +420,9 @@ class Mean(Function):
 
 class Max(Function):
     """The maximum over ``axes``; its gradient is shared equally by tied maxima."""
+
+    saved_inputs = (0,)
+    saves_output = True
 
     def forward(self, x, axes, keepdims):
         self.axes, self.x = axes, x
@@ -392,6 +459,9 @@ def max(x, axis=None, keepdims=False):  # noqa: A001 - Tensor.max's name
 
 
 class Reshape(Function):
+    saved_inputs = ()
+    may_return_view = True
+
     def forward(self, x, shape):
         self.shape = x.shape
         return x.reshape(shape)
@@ -401,6 +471,9 @@ class Reshape(Function):
 
 
 class Transpose(Function):
+    saved_inputs = ()
+    may_return_view = True
+
     def forward(self, x, axes):
         self.inverse = tuple(np.argsort(axes))
         return x.transpose(axes)
@@ -411,6 +484,9 @@ class Transpose(Function):
 
 class GetItem(Function):
     """x[key]; the gradient lands on the selected elements (repeats add up)."""
+
+    saved_inputs = ()
+    may_return_view = True
 
     def forward(self, x, key):
         self.key, self.shape, self.dtype = key, x.shape, x.dtype
@@ -504,6 +580,9 @@ def getitem(x, key):
 
 
 class Softmax(Function):
+    saved_inputs = ()
+    saves_output = True
+
     def forward(self, x, axis):
         self.axis = axis
         self.out = softmax_xent.softmax(x, axis)
@@ -514,6 +593,9 @@ class Softmax(Function):
 
 
 class LogSoftmax(Function):
+    saved_inputs = ()
+    saves_output = True
+
     def forward(self, x, axis):
         self.axis = axis
         self.out = softmax_xent.log_softmax(x, axis)
@@ -589,6 +671,8 @@ def _batched(x, ndim):
 
 
 class Conv2d(Function):
+    saved_inputs = (1,)  # the weight; x is copied into the columns
+
     def forward(self, x, weight, bias=None, stride=(1, 1), padding=(0, 0), groups=1):
         out, self.cache = conv.conv2d_forward(x, weight, bias, stride, padding, groups)
         return out
@@ -653,6 +737,8 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
 
 
 class MaxPool2d(Function):
+    saved_inputs = ()  # only the argmax
+
     def forward(self, x, kernel_size, stride, padding):
         out, self.cache = pool.max_pool2d_forward(x, kernel_size, stride, padding)
         return out
@@ -687,6 +773,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 
 
 class LocalResponseNorm(Function):
+    saved_inputs = (0,)
+
     def forward(self, x, size, alpha, beta, k):
         out, self.cache = lrn.local_response_norm_forward(x, size, alpha, beta, k)
         return out
@@ -719,6 +807,8 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
 
 
 class Dropout(Function):
+    saved_inputs = ()  # only the mask
+
     def forward(self, x, p):
         out, self.mask = dropout_kernels.dropout_forward(x, p)
         return out
@@ -742,6 +832,8 @@ def dropout(x, p=0.5, training=True):
 
 
 class Linear(Function):
+    saved_inputs = (0, 1)
+
     def forward(self, x, weight, bias=None):
         out, self.cache = linear_kernels.linear_forward(x, weight, bias)
         return out
@@ -779,6 +871,8 @@ def linear(x, weight, bias=None):
 
 
 class CrossEntropy(Function):
+    saved_inputs = ()  # log-probabilities, and a copy of the targets
+
     def forward(self, logits, target):
         loss, self.cache = softmax_xent.cross_entropy_forward(logits, target)
         return loss
@@ -804,7 +898,8 @@ def cross_entropy(logits, target):
         raise ValueError(f"cross_entropy: target must have shape ({n},) for logits {logits.shape}, got {tuple(target_array.shape)}")
     if n == 0:
         raise ValueError("cross_entropy: logits has no rows (N == 0); the mean is undefined")
-    target_array = backend.to_device(target_array, logits.device)
+    # A copy of our own: the caller may reuse its label array before backward.
+    target_array = backend.to_device(target_array, logits.device).copy()
     low, high = int(target_array.min()), int(target_array.max())
     if low < 0 or high >= classes:
         bad = low if low < 0 else high
