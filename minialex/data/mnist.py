@@ -12,6 +12,7 @@ partial or unverified file.
 
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import urllib.error
@@ -95,37 +96,76 @@ def md5_of(path, chunk_size=1 << 20):
 def download_file(filename, md5, directory, mirrors, timeout=30.0):
     """Fetch ``filename`` from the first mirror that serves it with the right MD5.
 
-    Each attempt streams into a temporary file in ``directory``; the file is
-    renamed to its final name only after its MD5 matched. Raises RuntimeError
-    listing every mirror's failure (HTTP error, refused connection, wrong MD5).
+    ``mirrors`` is a list of base URLs, or one base URL as a string. Each
+    attempt streams into a temporary file in ``directory``; the file is
+    renamed to its final name only after its MD5 matched. A mirror that fails
+    in any way (HTTP error, refused connection, timeout, a transfer cut short,
+    wrong MD5) is noted and the next one is tried. Raises RuntimeError
+    listing every mirror's failure when none succeeded.
     """
+    if isinstance(mirrors, str):
+        mirrors = [mirrors]  # one URL, not a sequence of one-character "mirrors"
+    mirrors = list(mirrors)
+    if not mirrors:
+        raise ValueError(f"download_file: mirrors is empty; give at least one base URL to fetch {filename} from")
+    for mirror in mirrors:
+        if not isinstance(mirror, str):
+            raise TypeError(f"download_file: each mirror must be a URL string, got {mirror!r} ({type(mirror).__name__})")
     os.makedirs(directory, exist_ok=True)
     target = os.path.join(directory, filename)
     failures = []
     for mirror in mirrors:
         url = mirror.rstrip("/") + "/" + filename
         try:
-            digest = hashlib.md5()
-            with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(target) as file:
-                for chunk in iter(lambda: response.read(1 << 20), b""):
-                    digest.update(chunk)
-                    file.write(chunk)
-                if digest.hexdigest() != md5:
-                    # Raising inside atomic_write deletes the temporary file: nothing enters the cache.
-                    raise _ChecksumMismatch(f"MD5 {digest.hexdigest()}, expected {md5}")
+            _download_verified(url, md5, target, timeout)
             return target
-        except _ChecksumMismatch as error:
+        except _NotTheFile as error:
             failures.append(f"{url}: {error}")
         except (urllib.error.URLError, OSError, ValueError) as error:
             failures.append(f"{url}: {getattr(error, 'reason', None) or error}")
+        except http.client.HTTPException as error:
+            # Not an OSError: IncompleteRead (a chunked body cut short), RemoteDisconnected's
+            # relatives, a garbled status line. The next mirror may still serve the file.
+            failures.append(f"{url}: the transfer failed: {type(error).__name__}: {error}")
     raise RuntimeError(f"could not download {filename}; tried:\n  " + "\n  ".join(failures))
 
 
-class _ChecksumMismatch(Exception):
-    pass
+def _download_verified(url, md5, target, timeout):
+    """Stream ``url`` into a temporary file; rename it to ``target`` only when complete and its MD5 matches.
+
+    Any exception inside atomic_write deletes the temporary file, so nothing
+    unverified enters the cache.
+    """
+    digest, received = hashlib.md5(), 0
+    with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(target) as file:
+        for chunk in iter(lambda: response.read(1 << 20), b""):
+            digest.update(chunk)
+            file.write(chunk)
+            received += len(chunk)
+        # A plain (not chunked) body that stops early just ends: compare with the promised length.
+        promised = response.headers.get("Content-Length")
+        if promised is not None and promised.isdigit() and received < int(promised):
+            raise _NotTheFile(f"the transfer stopped after {received} of {promised} bytes")
+        if digest.hexdigest() != md5:
+            raise _NotTheFile(f"MD5 {digest.hexdigest()}, expected {md5}")
+
+
+class _NotTheFile(Exception):
+    """Bytes arrived, but they are not the published file (cut short, or the wrong MD5)."""
 
 
 # --------------------------------------------------------------------------- datasets
+
+
+def _check_labels(labels, num_classes, path):
+    """Refuse labels outside 0..num_classes-1 now, not when their batch reaches the loss."""
+    if labels.size == 0:
+        return
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        first = int(bad[0])
+        raise IDXError(f"{path}: label {labels[first]} at index {first} is outside 0..{num_classes - 1} "
+                       f"({num_classes} classes); {len(bad)} of {labels.size} labels are out of range")
 
 
 def default_root():
@@ -177,6 +217,7 @@ class MNIST:
             raise IDXError(f"{paths[0]}: expected images (N, H, W) and labels (N,), got {images.shape} and {labels.shape}")
         if len(images) != len(labels):
             raise IDXError(f"{self.root}: {len(images)} images but {len(labels)} labels")
+        _check_labels(labels, len(self.classes), paths[1])
         self.images = images[:, None]  # (N, 1, H, W): one channel
         self.labels = labels.astype(np.int64)
 

@@ -49,6 +49,25 @@ class _TruncatingHandler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _ChunkedTruncatingHandler(http.server.BaseHTTPRequestHandler):
+    """Sends one chunk of a chunked body, then closes without the final zero-length chunk."""
+
+    protocol_version = "HTTP/1.1"  # chunked transfer encoding needs HTTP/1.1
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        payload = b"\x1f\x8b" + b"x" * 100
+        self.wfile.write(f"{len(payload):x}\r\n".encode() + payload + b"\r\n")
+        self.wfile.write(b"400\r\n" + b"y" * 10)  # a 1024-byte chunk is announced, 10 bytes come
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, format, *args):
+        pass
+
+
 class LocalServer:
     """An HTTP server on 127.0.0.1 (port chosen by the OS) serving ``directory``, run in a thread."""
 
@@ -104,6 +123,15 @@ def silent_url():
 @pytest.fixture
 def truncating_url():
     server = LocalServer(None, handler=_TruncatingHandler)
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def chunked_truncating_url():
+    server = LocalServer(None, handler=_ChunkedTruncatingHandler)
     try:
         yield server.url
     finally:
@@ -231,6 +259,56 @@ def test_a_connection_dropped_mid_transfer_falls_back_and_leaves_nothing_partial
     path = download_file("labels.gz", expected, target_dir, [truncating_url, url], timeout=TIMEOUT)
     assert md5(Path(path).read_bytes()) == expected
     assert listing(target_dir) == ["labels.gz"]
+
+
+def test_a_chunked_transfer_cut_short_falls_back_to_the_next_mirror(served, chunked_truncating_url, tmp_path):
+    folder, url = served
+    expected = small_idx_gz(folder, "labels.gz", np.arange(30, dtype=np.uint8))
+    target_dir = tmp_path / "cache"
+    path = download_file("labels.gz", expected, target_dir, [chunked_truncating_url, url], timeout=TIMEOUT)
+    assert md5(Path(path).read_bytes()) == expected
+    assert listing(target_dir) == ["labels.gz"]
+
+
+def test_a_chunked_transfer_cut_short_everywhere_is_a_runtimeerror_and_leaves_nothing(chunked_truncating_url,
+                                                                                     truncating_url, tmp_path):
+    target_dir = tmp_path / "cache"
+    mirrors = [chunked_truncating_url, truncating_url]
+    with pytest.raises(RuntimeError) as info:
+        download_file("labels.gz", "f" * 32, target_dir, mirrors, timeout=TIMEOUT)
+    message = str(info.value)
+    assert "IncompleteRead" in message  # the chunked mirror's failure, named
+    assert "stopped after 102 of 100000 bytes" in message  # the plain one stopped short of its Content-Length
+    for mirror in mirrors:
+        assert mirror + "labels.gz" in message
+    assert listing(target_dir) == []
+
+
+def test_a_single_mirror_string_is_one_mirror_not_one_per_character(served, tmp_path):
+    folder, url = served
+    expected = small_idx_gz(folder, "labels.gz", np.arange(30, dtype=np.uint8))
+    path = download_file("labels.gz", expected, tmp_path / "cache", url, timeout=TIMEOUT)
+    assert md5(Path(path).read_bytes()) == expected
+
+
+def test_a_single_failing_mirror_string_is_reported_as_that_url(refused_url, tmp_path):
+    with pytest.raises(RuntimeError) as info:
+        download_file("labels.gz", "f" * 32, tmp_path / "cache", refused_url, timeout=TIMEOUT)
+    tried = str(info.value).splitlines()[1:]
+    assert len(tried) == 1 and tried[0].strip().startswith(refused_url + "labels.gz")
+
+
+def test_mnist_accepts_a_single_mirror_string(served, tmp_path, monkeypatch):
+    folder, url = served
+    _, files = tiny_files(folder)
+    monkeypatch.setattr(TinyMNIST, "files", files)
+    assert len(TinyMNIST(root=tmp_path / "root", train=False, download=True, mirrors=url)) == 5
+
+
+@pytest.mark.parametrize("mirrors, error", [([], ValueError), ([b"http://127.0.0.1/"], TypeError), ([None], TypeError)])
+def test_mirrors_that_are_no_urls_are_refused_before_any_network(tmp_path, mirrors, error):
+    with pytest.raises(error, match="mirror"):
+        download_file("labels.gz", "f" * 32, tmp_path / "cache", mirrors, timeout=TIMEOUT)
 
 
 def test_all_mirrors_failing_raises_a_runtimeerror_listing_each(served, refused_url, tmp_path):

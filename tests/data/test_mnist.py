@@ -203,6 +203,31 @@ def test_mnist_reads_a_small_fake_folder(tmp_path, no_network):
     np.testing.assert_array_equal(batch_labels, [2, 3])
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(count=st.integers(1, 12), data=st.data(), fashion=st.booleans())
+def test_labels_outside_the_classes_are_refused_at_load_naming_file_and_value(tmp_path_factory, count, data, fashion):
+    """Any label >= the number of classes, anywhere in the file, is an IDXError at construction, not at its batch."""
+    labels = np.array(data.draw(st.lists(st.integers(0, 9), min_size=count, max_size=count)), np.uint8)
+    position = data.draw(st.integers(0, count - 1))
+    bad_value = data.draw(st.integers(10, 255))
+    labels[position] = bad_value
+    root = tmp_path_factory.mktemp("bad-labels")
+    _fake_split(root, np.zeros((count, 28, 28), np.uint8), labels)
+    dataset_class = FashionMNIST if fashion else MNIST
+    with pytest.raises(IDXError) as info:
+        dataset_class(root, train=False, download=False)
+    message = str(info.value)
+    first_bad = int(np.flatnonzero(labels >= 10)[0])
+    assert "t10k-labels-idx1-ubyte.gz" in message
+    assert f"label {labels[first_bad]} at index {first_bad}" in message and "0..9" in message
+
+
+def test_labels_at_the_edge_of_the_classes_load(tmp_path, no_network):
+    root = tmp_path / "edge"
+    _fake_split(root, np.zeros((2, 28, 28), np.uint8), np.array([0, 9], np.uint8))
+    np.testing.assert_array_equal(MNIST(root, train=False, download=False).labels, [0, 9])
+
+
 def test_mnist_download_false_with_missing_files_raises_filenotfounderror(tmp_path, no_network):
     with pytest.raises(FileNotFoundError, match="download=True"):
         MNIST(tmp_path / "empty", train=True, download=False)
