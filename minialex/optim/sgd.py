@@ -5,6 +5,7 @@ The update itself (and how it differs from the AlexNet paper's form) is in
 momentum buffers, and saves and restores them.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -14,8 +15,38 @@ from ..autograd import Tensor, _on_device_of
 from ..kernels.sgd import sgd_update
 
 
+def check_number(owner, name, value, minimum=0.0, maximum=math.inf, *, open_minimum=False, open_maximum=False):
+    """``float(value)``, or a ValueError naming ``owner``, the argument, its value and the allowed range.
+
+    Every hyper-parameter must be a finite real number (not a bool) in
+    [minimum, maximum], or (minimum, ...) / (..., maximum) when the open_* flag
+    is set. Shared by the optimisers and the learning-rate schedulers.
+    """
+    expected = "a finite number"
+    if minimum > -math.inf and maximum < math.inf:
+        expected += f" in {'(' if open_minimum else '['}{minimum:g}, {maximum:g}{')' if open_maximum else ']'}"
+    elif minimum > -math.inf:
+        expected += f" {'>' if open_minimum else '>='} {minimum:g}"
+    elif maximum < math.inf:
+        expected += f" {'<' if open_maximum else '<='} {maximum:g}"
+    # numbers.Real covers Python and NumPy floats and ints; bool is an int, but never a rate.
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > minimum if open_minimum else value >= minimum) and (
+            value < maximum if open_maximum else value <= maximum
+        )
+    if not ok:
+        raise ValueError(f"{owner}: {name} must be {expected}, got {value!r}")
+    return float(value)
+
+
 class Optimizer:
-    """Holds ``param_groups``: a list of dicts with "params" and the hyper-parameters."""
+    """Holds ``param_groups``: a list of dicts with "params" and the hyper-parameters.
+
+    A subclass says which hyper-parameters are valid in ``_check_hyper_parameters``;
+    the base applies it to the defaults, to every parameter group and to every
+    loaded state, so an optimiser never runs with a NaN rate or a negative decay.
+    """
 
     def __init__(self, params, defaults):
         if isinstance(params, Tensor):
@@ -23,23 +54,56 @@ class Optimizer:
         params = list(params)
         if not params:
             raise ValueError("the optimiser got an empty parameter list")
-        groups = params if isinstance(params[0], dict) else [{"params": params}]
-        self.defaults = defaults
+        owner = type(self).__name__
+        self.defaults = self._check_hyper_parameters(dict(defaults), owner)
+        given_groups = isinstance(params[0], dict)
+        groups = params if given_groups else [{"params": params}]
         self.param_groups = []
         seen = set()
-        for group in groups:
+        index = 0  # a parameter's index over all groups: the key of its state
+        for group_number, group in enumerate(groups):
+            if not isinstance(group, dict):
+                raise TypeError(
+                    f"{owner}: param group {group_number} must be a dict with 'params', got {type(group).__name__}"
+                )
+            if "params" not in group:
+                raise ValueError(f"{owner}: param group {group_number} has no 'params' entry")
             group = dict(group)
-            group["params"] = list(group["params"])
+            group["params"] = [group["params"]] if isinstance(group["params"], Tensor) else list(group["params"])
             for p in group["params"]:
                 if not isinstance(p, Tensor):
                     raise TypeError(f"the optimiser can only update Tensors, got {type(p).__name__}")
+                if not p.is_leaf:
+                    # A step writes into p.data; a computed tensor's data is never read again.
+                    raise ValueError(
+                        f"{owner}: parameter {index} is not a leaf tensor (it was computed by "
+                        f"{type(p.grad_fn).__name__}); an optimiser can only update leaves, such as "
+                        "model.parameters() or tensors made with requires_grad=True"
+                    )
                 if id(p) in seen:
                     raise ValueError("a parameter appears in more than one parameter group")
                 seen.add(id(p))
-            for key, value in defaults.items():
+                index += 1
+            for key, value in self.defaults.items():
                 group.setdefault(key, value)
-            self.param_groups.append(group)
+            # A group's own options get the same checks as the defaults (e.g. nesterov needs momentum).
+            where = f"{owner}: param group {group_number}" if given_groups else owner
+            self.param_groups.append(self._checked_group(group, where))
         self.state = {}  # parameter index (over all groups) -> dict of arrays
+
+    def _check_hyper_parameters(self, group, where):
+        """Return ``group`` with its hyper-parameters checked and normalised; raise ValueError naming ``where``.
+
+        The base class knows no hyper-parameters; each optimiser overrides this.
+        """
+        return group
+
+    def _checked_group(self, group, where):
+        """The optimiser's own checks, plus "initial_lr", which a scheduler stores in every group."""
+        group = self._check_hyper_parameters(group, where)
+        if "initial_lr" in group:
+            group["initial_lr"] = check_number(where, "initial_lr", group["initial_lr"])
+        return group
 
     def _indexed_params(self):
         index = 0
@@ -65,43 +129,94 @@ class Optimizer:
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore hyper-parameters and buffers; buffers go to each parameter's device, shape-checked."""
-        groups = state_dict["param_groups"]
-        if len(groups) != len(self.param_groups) or any(
-            len(saved["params"]) != len(group["params"]) for saved, group in zip(groups, self.param_groups)
+        """Restore hyper-parameters and buffers; buffers go to each parameter's device, shape-checked.
+
+        All or nothing: everything is checked and converted first, so a load
+        that raises leaves the optimiser as it was.
+        """
+        self._commit_load(self._prepare_load(state_dict))
+
+    def _prepare_load(self, state_dict):
+        """Check and convert ``state_dict`` without changing the optimiser; ``_commit_load`` applies the result.
+
+        Split in two so that ``load_checkpoint`` can check every part of a
+        checkpoint before it changes any of them.
+        """
+        owner = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= state_dict.keys():
+            raise ValueError(f"{owner}: expected a dict with 'state' and 'param_groups', got {_describe(state_dict)}")
+        saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, list | tuple) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list | tuple) for g in saved_groups
+        ):
+            raise ValueError(f"{owner}: param_groups must be a list of dicts each with a 'params' list")
+        if len(saved_groups) != len(self.param_groups) or any(
+            len(saved["params"]) != len(group["params"]) for saved, group in zip(saved_groups, self.param_groups)
         ):
             raise ValueError(
-                "load_state_dict: the saved optimiser has groups of sizes "
-                f"{[len(g['params']) for g in groups]}, this one {[len(g['params']) for g in self.param_groups]}"
+                f"{owner}: the saved optimiser has groups of sizes "
+                f"{[len(g['params']) for g in saved_groups]}, this one {[len(g['params']) for g in self.param_groups]}"
             )
+        new_groups = []
+        for group_number, saved in enumerate(saved_groups):
+            missing = [key for key in self.defaults if key not in saved]
+            if missing:
+                raise ValueError(f"{owner}: saved param group {group_number} has no {', '.join(missing)}")
+            options = {key: value for key, value in saved.items() if key != "params"}
+            new_groups.append(self._checked_group(options, f"{owner}: param group {group_number}"))
+
         params = {i: p for i, _, p in self._indexed_params()}
+        saved_state = state_dict["state"]
+        if not isinstance(saved_state, dict):
+            raise ValueError(f"{owner}: state must be a dict (parameter index -> buffers), got {_describe(saved_state)}")
         new_state = {}
-        for key, entries in state_dict["state"].items():
-            i = int(key)
+        for key, entries in saved_state.items():
+            i = _parameter_index(owner, key)
             if i not in params:
-                raise ValueError(f"load_state_dict: state for parameter {i}, but there are only {len(params)}")
-            new_state[i] = {}
-            for name, array in entries.items():
-                if tuple(np.shape(array)) != params[i].shape:
-                    raise ValueError(
-                        f"load_state_dict: {name} of parameter {i} has shape {tuple(np.shape(array))}, "
-                        f"expected {params[i].shape}"
-                    )
-                new_state[i][name] = backend.to_device(
-                    np.asarray(array, dtype=params[i].dtype) if not backend.is_array(array) else array.astype(params[i].dtype),
-                    params[i].device,
-                )
-        for saved, group in zip(groups, self.param_groups):
-            for key, value in saved.items():
-                if key != "params":
-                    group[key] = value
+                raise ValueError(f"{owner}: state for parameter {i}, but there are only {len(params)}")
+            if not isinstance(entries, dict):
+                raise ValueError(f"{owner}: state of parameter {i} must be a dict of arrays, got {_describe(entries)}")
+            new_state[i] = {
+                name: _buffer_like(owner, f"{name} of parameter {i}", array, params[i])
+                for name, array in entries.items()
+            }
+        return new_groups, new_state
+
+    def _commit_load(self, prepared):
+        """Apply what ``_prepare_load`` checked; nothing here can fail."""
+        new_groups, new_state = prepared
+        for options, group in zip(new_groups, self.param_groups):
+            group.update(options)
         self.state = new_state
 
 
-def _non_negative(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
-        raise ValueError(f"SGD: {name} must be a non-negative number, got {value!r}")
-    return float(value)
+def _describe(value):
+    """A short description of a value for an error message: its type, and its repr for a plain scalar."""
+    if value is None or isinstance(value, numbers.Number | str):
+        return f"{type(value).__name__} {value!r}"
+    return type(value).__name__
+
+
+def _parameter_index(owner, key):
+    """A state key as an int: JSON and np.savez turn the indices into strings."""
+    try:
+        return int(key)
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: state keys must be parameter indices, got {key!r}") from None
+
+
+def _buffer_like(owner, what, array, parameter):
+    """``array`` as a new array of ``parameter``'s shape, dtype and device; ValueError if it cannot be."""
+    try:
+        values = array if backend.is_array(array) else np.asarray(array)
+    except (TypeError, ValueError) as error:  # e.g. a ragged nested list
+        raise ValueError(f"{owner}: {what} is not an array: {error}") from None
+    if values.dtype.kind not in "biuf":  # strings, objects, complex: nothing a buffer can hold
+        raise ValueError(f"{owner}: {what} has dtype {values.dtype}, expected numbers castable to {parameter.dtype}")
+    if tuple(values.shape) != parameter.shape:
+        raise ValueError(f"{owner}: {what} has shape {tuple(values.shape)}, expected {parameter.shape}")
+    # astype copies, so the optimiser never shares memory with the dict it was given.
+    return backend.to_device(values.astype(parameter.dtype), parameter.device)
 
 
 class SGD(Optimizer):
@@ -112,17 +227,23 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-        lr = _non_negative("lr", lr)
-        momentum = _non_negative("momentum", momentum)
-        weight_decay = _non_negative("weight_decay", weight_decay)
-        if nesterov and momentum == 0:
-            raise ValueError("SGD: nesterov=True needs momentum > 0")
         super().__init__(
-            params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": bool(nesterov)}
+            params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
         )
         # One scratch array per (device, dtype), as large as the largest parameter,
         # reused by every parameter's update: no parameter-sized temporaries per step.
         self._scratch = {}
+
+    def _check_hyper_parameters(self, group, where):
+        group["lr"] = check_number(where, "lr", group["lr"])
+        group["momentum"] = check_number(where, "momentum", group["momentum"])
+        group["weight_decay"] = check_number(where, "weight_decay", group["weight_decay"])
+        if not isinstance(group["nesterov"], bool | np.bool_):
+            raise ValueError(f"{where}: nesterov must be True or False, got {group['nesterov']!r}")
+        group["nesterov"] = bool(group["nesterov"])
+        if group["nesterov"] and group["momentum"] == 0:
+            raise ValueError(f"{where}: nesterov=True needs momentum > 0, got momentum={group['momentum']!r}")
+        return group
 
     def _scratch_for(self, p):
         key = (p.device, p.dtype)
@@ -154,6 +275,7 @@ class SGD(Optimizer):
                 group["weight_decay"],
                 group["nesterov"],
             )
+            p._bump_version()  # p.data changed in place: a graph that saved p must not reuse it
             if buffer is not None:
                 state["momentum_buffer"] = buffer
             elif not state:

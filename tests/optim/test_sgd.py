@@ -1,10 +1,13 @@
 """SGD: the update written out by hand, agreement with torch.optim.SGD, in-place steps, groups, state."""
 
 import itertools
+import math
 import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minialex as ma
 from minialex.optim import SGD
@@ -423,3 +426,167 @@ def test_a_gradient_of_the_wrong_shape_raises_value_error():
     p.grad = ma.tensor(np.ones(4))
     with pytest.raises(ValueError, match="shape"):
         opt.step()
+
+
+# --------------------------------------------------------------------------- leaves, finite hyper-parameters, groups
+
+
+def test_a_non_leaf_tensor_is_rejected_naming_its_index():
+    computed = param() * 2  # made by an op: a step would write into an array that nothing reads
+    with pytest.raises(ValueError, match=r"parameter 1 is not a leaf"):
+        SGD([param(), computed], lr=0.1)
+
+
+def test_a_non_leaf_tensor_in_a_later_group_is_named_by_its_index_over_all_groups():
+    with pytest.raises(ValueError, match=r"parameter 2 is not a leaf"):
+        SGD([{"params": [param(), param()]}, {"params": [param() + 1]}], lr=0.1)
+
+
+@pytest.mark.parametrize("name", ["lr", "momentum", "weight_decay"])
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_hyper_parameters_raise_value_error_naming_them_and_the_value(name, value):
+    kwargs = {"lr": 0.1, name: value}
+    with pytest.raises(ValueError, match=rf"SGD: {name} must be a finite number >= 0, got {value!r}"):
+        SGD([param()], **kwargs)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(["lr", "momentum", "weight_decay"]),
+    value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3)),
+)
+def test_a_param_group_option_is_accepted_exactly_when_it_is_a_finite_non_negative_number(name, value):
+    groups = [{"params": [param()]}, {"params": [param()], name: value}]
+    if math.isfinite(value) and value >= 0:
+        opt = SGD(groups, lr=0.1, momentum=0.9)
+        assert opt.param_groups[1][name] == value
+    else:
+        with pytest.raises(ValueError, match=rf"SGD: param group 1: {name} must be a finite number >= 0, got"):
+            SGD(groups, lr=0.1, momentum=0.9)
+
+
+def test_nesterov_in_a_param_group_needs_that_group_to_have_momentum():
+    with pytest.raises(ValueError, match=r"param group 0: nesterov=True needs momentum > 0"):
+        SGD([{"params": [param()], "nesterov": True}], lr=0.1)
+    with pytest.raises(ValueError, match=r"param group 1: nesterov=True needs momentum > 0"):
+        SGD([{"params": [param()]}, {"params": [param()], "momentum": 0.0}], lr=0.1, momentum=0.9, nesterov=True)
+
+
+# --------------------------------------------------------------------------- version counters
+
+
+def test_step_bumps_the_version_of_every_updated_parameter_and_of_no_other():
+    a, b = param(), param()
+    opt = SGD([a, b], lr=0.1, momentum=0.9)
+    a.grad = ma.tensor(np.ones(3))
+    before_a, before_b = a._version, b._version
+    opt.step()
+    assert a._version == before_a + 1
+    assert b._version == before_b  # no gradient, no update
+    opt.step()
+    assert a._version == before_a + 2
+
+
+# --------------------------------------------------------------------------- a failed load changes nothing
+
+
+def trained_optimiser():
+    """Two groups, momentum buffers for three of the four parameters."""
+    params = [ma.tensor(np.ones(s), requires_grad=True) for s in [(2, 3), (4,), (3,), (1,)]]
+    opt = SGD([{"params": params[:2]}, {"params": params[2:], "lr": 0.01, "nesterov": True}], lr=0.1, momentum=0.9)
+    for p in params[:3]:
+        p.grad = ma.tensor(np.full(p.shape, 0.5))
+    opt.step()
+    return opt
+
+
+def snapshot(opt):
+    sd = opt.state_dict()
+    return sd["param_groups"], {i: {k: v.copy() for k, v in s.items()} for i, s in sd["state"].items()}
+
+
+def assert_same_snapshot(a, b):
+    assert a[0] == b[0]
+    assert a[1].keys() == b[1].keys()
+    for i in a[1]:
+        assert a[1][i].keys() == b[1][i].keys()
+        for name in a[1][i]:
+            np.testing.assert_array_equal(a[1][i][name], b[1][i][name])
+
+
+BAD_VALUES = [math.nan, math.inf, -math.inf, -1.0, "0.1", None]
+
+
+def corruptions():
+    """Functions that damage a state dict in place, one way each."""
+    group_option = st.builds(
+        lambda group, key, value: lambda sd: sd["param_groups"][group].__setitem__(key, value),
+        st.integers(0, 1), st.sampled_from(["lr", "momentum", "weight_decay"]), st.sampled_from(BAD_VALUES),
+    )
+    nesterov_without_momentum = st.just(lambda sd: sd["param_groups"][0].update(nesterov=True, momentum=0.0))
+    bad_buffer = st.builds(
+        lambda index, array: lambda sd: sd["state"].__setitem__(index, {"momentum_buffer": array}),
+        st.integers(0, 3),
+        st.sampled_from([np.array(["a", "b", "c", "d"]), np.zeros((5, 5)), np.array([object()] * 4), [[1.0], [2.0, 3.0]]]),
+    )
+    stray_index = st.sampled_from([
+        lambda sd: sd["state"].__setitem__(7, {"momentum_buffer": np.zeros(1)}),
+        lambda sd: sd["state"].__setitem__("first", {"momentum_buffer": np.zeros(1)}),
+        lambda sd: sd["state"].__setitem__(0, np.zeros((2, 3))),
+        lambda sd: sd["param_groups"].pop(),
+        lambda sd: sd["param_groups"][1]["params"].pop(),
+        lambda sd: sd.pop("state"),
+        lambda sd: sd.pop("param_groups"),
+        lambda sd: sd["param_groups"][0].pop("lr"),
+    ])
+    return st.one_of(group_option, nesterov_without_momentum, bad_buffer, stray_index)
+
+
+@settings(max_examples=80, deadline=None)
+@given(damage=st.lists(corruptions(), min_size=1, max_size=3), keep_first=st.booleans())
+def test_a_load_either_restores_a_valid_state_or_raises_and_changes_nothing(damage, keep_first):
+    source = trained_optimiser()
+    state = source.state_dict()
+    state["param_groups"][0]["lr"] = 0.5  # a load that succeeded would show this
+    for corrupt in damage[:1] if keep_first else damage:
+        try:
+            corrupt(state)
+        except (IndexError, KeyError):
+            pass  # an earlier corruption removed what this one damages
+    opt = trained_optimiser()
+    opt.param_groups[0]["lr"] = 0.3
+    before = snapshot(opt)
+    try:
+        opt.load_state_dict(state)
+    except (ValueError, TypeError):
+        assert_same_snapshot(snapshot(opt), before)
+    else:
+        for group in opt.param_groups:  # what was loaded is a state SGD could have been built with
+            for key in ("lr", "momentum", "weight_decay"):
+                assert isinstance(group[key], float) and math.isfinite(group[key]) and group[key] >= 0
+            assert not (group["nesterov"] and group["momentum"] == 0)
+        for i, buffers in opt.state.items():
+            assert buffers["momentum_buffer"].dtype == np.float64
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -0.1])
+def test_loading_a_non_finite_or_negative_learning_rate_raises_and_changes_nothing(value):
+    opt = trained_optimiser()
+    before = snapshot(opt)
+    state = opt.state_dict()
+    state["param_groups"][1]["lr"] = value
+    state["param_groups"][0]["momentum"] = 0.5
+    with pytest.raises(ValueError, match=rf"param group 1: lr must be a finite number >= 0, got {value!r}"):
+        opt.load_state_dict(state)
+    assert_same_snapshot(snapshot(opt), before)
+
+
+def test_loading_a_string_buffer_raises_naming_the_parameter_and_changes_nothing():
+    opt = trained_optimiser()
+    before = snapshot(opt)
+    state = opt.state_dict()
+    state["param_groups"][0]["lr"] = 0.5
+    state["state"][1]["momentum_buffer"] = np.array(["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match=r"momentum_buffer of parameter 1"):
+        opt.load_state_dict(state)
+    assert_same_snapshot(snapshot(opt), before)
