@@ -71,6 +71,21 @@ def _window_slice(offset, stride, out_size):
     return slice(offset, offset + stride * (out_size - 1) + 1, stride)
 
 
+def _reads_real_pixels(offset, kh, kw, sh, sw, ph, pw, h, w, oh, ow, xp):
+    """(oh, ow) booleans: True where window offset i*kw + j reads a real pixel, not the padding.
+
+    At offset (i, j) the window of output (y, x) reads padded row y*sh + i and
+    column x*sw + j; the real image occupies rows ph .. ph+h-1 and columns
+    pw .. pw+w-1. Broadcasts against (N, C, oh, ow).
+    """
+    i, j = divmod(offset, kw)
+    rows = xp.arange(oh) * sh + i
+    cols = xp.arange(ow) * sw + j
+    real_row = (rows >= ph) & (rows < ph + h)
+    real_col = (cols >= pw) & (cols < pw + w)
+    return real_row[:, None] & real_col[None, :]
+
+
 def max_pool2d_forward(x, kernel_size, stride, padding):
     """Max pooling over kh x kw windows of an NCHW batch.
 
@@ -81,8 +96,9 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
         x: (N, C, H, W) floating array (NumPy or CuPy).
         kernel_size, stride, padding: (h, w) pairs of ints (an int means both);
             padding must be at most half the kernel, as PyTorch requires, so
-            every window holds at least one real pixel. (NaN is not handled;
-            a window whose real pixels are all -inf may credit the padding.)
+            every window holds at least one real pixel. The padding never
+            wins: a window whose real pixels are all -inf credits the first
+            of them, as PyTorch does. (NaN is not handled.)
 
     Returns:
         out: (N, C, oh, ow), x's dtype.
@@ -137,11 +153,15 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     # whose value equals the maximum (PyTorch's tie rule). `found` marks the
     # windows whose winner is known, so a later equal value is ignored. Plain
     # boolean arithmetic is ~2.5x faster than a masked copy per offset.
+    # Only real pixels may be found: where the maximum is -inf, a padding -inf
+    # equals it too, and its gradient would vanish into the cropped border.
     argmax_dtype = _argmax_dtype(xp, kh * kw)
     argmax = xp.zeros((n, c, oh, ow), dtype=argmax_dtype)
     found = xp.zeros((n, c, oh, ow), dtype=bool)
     for offset in range(kh * kw):
         first_hit = window(offset) == out
+        if ph or pw:
+            first_hit &= _reads_real_pixels(offset, kh, kw, sh, sw, ph, pw, h, w, oh, ow, xp)
         first_hit &= ~found
         found |= first_hit
         argmax += first_hit * argmax_dtype(offset)  # a scalar of argmax's type keeps it uint8

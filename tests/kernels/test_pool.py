@@ -153,6 +153,82 @@ def test_overlapping_windows_sum_gradients_at_a_shared_maximum():
     assert dx.sum() == 10.0
 
 
+# --------------------------------------------------------------------------- padding never wins
+
+
+def test_all_minus_inf_window_with_padding_sends_gradient_to_its_first_real_pixel():
+    """A 1x1 -inf image, pooled 2x2 with padding 1: the window is three padding cells and one
+    real -inf. The padding (also -inf) must not win the tie: the real pixel gets the gradient,
+    as in PyTorch (grad 1), instead of the gradient vanishing into the cropped border."""
+    x = np.full((1, 1, 1, 1), -np.inf, dtype=np.float32)
+    out, cache = max_pool2d_forward(x, (2, 2), (2, 2), (1, 1))
+    assert out[0, 0, 0, 0] == -np.inf
+    assert cache.argmax[0, 0, 0, 0] == 3  # offset (1, 1): the real pixel, not offset 0 (padding)
+    for fast in (True, False):  # the np.add.at fast path and the clear by-offset loop
+        from minialex.kernels import cuda as fast_paths
+
+        with fast_paths.use_fast_paths(fast):
+            dx = max_pool2d_backward(np.full((1, 1, 1, 1), 1.0, np.float32), cache)
+        np.testing.assert_array_equal(dx, [[[[1.0]]]])
+
+
+def test_minus_inf_windows_with_padding_agree_with_torch():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(8)
+    x = rng.choice([-np.inf, -1.0, 0.0, 2.0], p=[0.7, 0.1, 0.1, 0.1], size=(2, 3, 7, 6)).astype(np.float32)
+    for kernel, stride, padding in [((2, 2), (2, 2), (1, 1)), ((3, 3), (2, 2), (1, 1)), ((3, 2), (1, 2), (1, 1))]:
+        out, cache = max_pool2d_forward(x, kernel, stride, padding)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        x_torch = torch.from_numpy(x).requires_grad_(True)
+        out_torch = torch.nn.functional.max_pool2d(x_torch, kernel, stride, padding)
+        out_torch.backward(torch.from_numpy(dout))
+        np.testing.assert_array_equal(out, out_torch.detach().numpy())
+        # Pure routing (each pixel adds the dout of the windows it wins, in the same
+        # order): equal bit for bit, no round-off to allow for.
+        np.testing.assert_array_equal(max_pool2d_backward(dout, cache), x_torch.grad.numpy())
+
+
+@st.composite
+def padded_pool_problems_with_minus_inf(draw):
+    """Geometries with padding of at least 1 on some axis, inputs mostly -inf with ties."""
+    shape, kernel, stride, padding, seed = draw(pool_problems())
+    kh, kw = kernel
+    if kh < 2 and kw < 2:
+        kernel = (2, kw)
+    if kernel[0] >= 2:
+        padding = (draw(st.integers(1, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    else:  # kernel[1] >= 2 here
+        padding = (0, draw(st.integers(1, kernel[1] // 2)))
+    h = max(shape[2], kernel[0] - 2 * padding[0])
+    w = max(shape[3], kernel[1] - 2 * padding[1])
+    return (shape[0], shape[1], h, w), kernel, stride, padding, seed
+
+
+@settings(max_examples=80, deadline=None)
+@given(padded_pool_problems_with_minus_inf(), st.sampled_from([np.float32, np.float64]), st.booleans())
+def test_gradient_is_conserved_with_minus_inf_ties_and_padding(problem, dtype, fast):
+    """Conservation: every output routes its gradient to exactly one REAL input, so the
+    gradient's sum over a plane equals dout's sum over it, even when windows are all -inf.
+    (Sums of the same terms in different orders: compared to float64 round-off, 1e-12
+    relative to the sum of |dout|, with dout drawn in float64 and cast.)"""
+    from minialex.kernels import cuda as fast_paths
+
+    shape, kernel, stride, padding, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rng.choice([-np.inf, -1.0, 0.0, 1.0], p=[0.6, 0.15, 0.15, 0.1], size=shape).astype(dtype)
+    out, cache = max_pool2d_forward(x, kernel, stride, padding)
+    ref_out, where = naive_max_pool2d(x, kernel, stride, padding)
+    np.testing.assert_array_equal(out, ref_out)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    with fast_paths.use_fast_paths(fast):
+        dx = max_pool2d_backward(dout, cache)
+    dout64 = dout.astype(np.float64)
+    bound = 1e-12 + 4 * np.finfo(dtype).eps * out.shape[2] * out.shape[3] * np.abs(dout64).sum(axis=(2, 3))
+    assert np.all(np.abs(dx.sum(axis=(2, 3), dtype=np.float64) - dout64.sum(axis=(2, 3))) <= bound)
+    # ...and it lands where the naive loop (which skips the padding) puts it.
+    np.testing.assert_array_equal(dx, naive_max_pool2d_backward(dout, where, x.shape))
+
+
 # --------------------------------------------------------------------------- numerical gradient
 
 
@@ -320,11 +396,14 @@ def test_tie_rule_agrees_with_torch_on_inputs_full_of_ties(padding):
 @pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel, stride, padding, hw", [GEOMETRIES[1], GEOMETRIES[2], GEOMETRIES[3]])
-def test_cupy_arrays_give_the_numpy_results(kernel, stride, padding, hw, dtype):
+@pytest.mark.parametrize("minus_inf", [False, True])
+def test_cupy_arrays_give_the_numpy_results(kernel, stride, padding, hw, dtype, minus_inf):
     import cupy
 
     rng = np.random.default_rng(7)
     x = rng.integers(-3, 4, size=(2, 3) + hw).astype(dtype)  # ties included
+    if minus_inf:  # whole -inf windows: padding must lose the tie on the GPU too
+        x[x < 2] = -np.inf
     out, cache = max_pool2d_forward(x, kernel, stride, padding)
     dout = rng.standard_normal(out.shape).astype(dtype)
     dx = max_pool2d_backward(dout, cache)

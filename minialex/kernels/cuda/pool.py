@@ -5,11 +5,12 @@ Same semantics and cache as ``minialex.kernels.pool`` (which calls these on CuPy
     out[n, c, y, x] = max_{i, j} x_padded[n, c, y*sh + i, x*sw + j]     (padding = -inf)
     argmax[n, c, y, x] = i*kw + j of the FIRST maximum in row-major window order
 
-Forward: a thread per output walks its kh x kw window in row-major order and
-keeps a new value only when it is strictly greater (>), so the first maximum
-wins ties, as in PyTorch and the generic kernel. It starts from the value at
-offset 0 (-inf when that is padding), exactly as the generic kernel's
-"first offset equal to the maximum" does.
+Forward: a thread per output walks the real pixels of its kh x kw window in
+row-major order, skipping the padding, and keeps a new value only when it is
+strictly greater (>), so the first maximum wins ties, as in PyTorch and the
+generic kernel. The first real pixel always starts the scan, so a window of
+all -inf credits that pixel, never the padding (whose gradient would vanish),
+exactly as the generic kernel's "first real offset equal to the maximum".
 
 Backward: a thread per input pixel (n, c, h, w) visits the outputs whose
 windows cover it (the same index range as col2im, see conv.py) and adds
@@ -47,17 +48,19 @@ extern "C" __global__ void max_pool2d_forward(
         const T* image = x + (long long)plane * H * W;
         T best = negative_infinity(T());
         int best_offset = 0;
+        bool found = false;                                     // a real pixel seen yet?
         for (int i = 0; i < kh; ++i) {
             const int h = top + i;
             for (int j = 0; j < kw; ++j) {
                 const int w = left + j;
-                const T value = (h >= 0 && h < H && w >= 0 && w < W) ? image[h * W + w]
-                                                                     : negative_infinity(T());
-                // Offset 0 always starts the scan; later offsets must be strictly
+                if (h < 0 || h >= H || w < 0 || w >= W) continue;   // padding never wins
+                const T value = image[h * W + w];
+                // The first real pixel always starts the scan; later ones must be strictly
                 // greater, so the first maximum in row-major order wins ties.
-                if ((i == 0 && j == 0) || value > best) {
+                if (!found || value > best) {
                     best = value;
                     best_offset = i * kw + j;
+                    found = true;
                 }
             }
         }
