@@ -9,20 +9,46 @@ the rate smoothly to a floor, which suits short runs.
 import math
 import numbers
 
+from .sgd import check_number
+
 
 def _check_optimizer(optimizer):
     if not hasattr(optimizer, "param_groups"):
         raise TypeError(f"a scheduler needs an optimiser with param_groups, got {type(optimizer).__name__}")
 
 
+def _check_int(owner, name, value, minimum):
+    """``int(value)``, or a ValueError naming the argument, its value and the smallest allowed."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{owner}: {name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _check_rates(owner, name, values, count):
+    """One finite, non-negative rate per parameter group, as a list of floats."""
+    if not isinstance(values, list | tuple) or len(values) != count:
+        raise ValueError(f"{owner}: {name} must be a list of {count} rates (one a parameter group), got {values!r}")
+    return [check_number(owner, f"{name}[{i}]", v) for i, v in enumerate(values)]
+
+
+def _require_keys(owner, state_dict, keys):
+    """A loaded state must be a dict holding every key the scheduler saves."""
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{owner}: expected a dict, got {type(state_dict).__name__}")
+    missing = [key for key in keys if key not in state_dict]
+    if missing:
+        raise ValueError(f"{owner}: the state dict is missing {missing}")
+
+
 class _EpochScheduler:
     """What StepLR and CosineAnnealingLR share: the optimiser, its initial rates, the step count.
 
-    A subclass lists its own settings in ``_SETTINGS`` (name -> type), which
-    state_dict saves beside base_lrs, last_epoch and the last rates.
+    A subclass lists its own settings in ``_SETTINGS`` and checks them in
+    ``_check_settings``, which both its constructor and load_state_dict call;
+    state_dict saves them beside base_lrs, last_epoch and the last rates.
     """
 
-    _SETTINGS = {}
+    _SETTINGS = ()
 
     def __init__(self, optimizer):
         _check_optimizer(optimizer)
@@ -33,6 +59,11 @@ class _EpochScheduler:
         self.last_epoch = 0
         self._last_lr = [group["lr"] for group in optimizer.param_groups]
 
+    @classmethod
+    def _check_settings(cls, owner, settings):
+        """Return the settings checked and normalised; raise ValueError naming ``owner``."""
+        raise NotImplementedError
+
     def get_last_lr(self):
         return list(self._last_lr)
 
@@ -42,27 +73,45 @@ class _EpochScheduler:
         return state
 
     def load_state_dict(self, state_dict):
-        for name, kind in self._SETTINGS.items():
-            setattr(self, name, kind(state_dict[name]))
-        self.base_lrs = [float(v) for v in state_dict["base_lrs"]]
-        self.last_epoch = int(state_dict["last_epoch"])
-        self._last_lr = [float(v) for v in state_dict["_last_lr"]]
+        """Restore a saved state; all or nothing: a state that does not fit raises and changes nothing."""
+        self._commit_load(self._prepare_load(state_dict))
+
+    def _prepare_load(self, state_dict):
+        """Check and convert ``state_dict`` without changing the scheduler; ``_commit_load`` applies it."""
+        owner = f"{type(self).__name__}.load_state_dict"
+        _require_keys(owner, state_dict, (*self._SETTINGS, "base_lrs", "last_epoch", "_last_lr"))
+        groups = len(self.optimizer.param_groups)
+        prepared = self._check_settings(owner, {name: state_dict[name] for name in self._SETTINGS})
+        prepared["base_lrs"] = _check_rates(owner, "base_lrs", state_dict["base_lrs"], groups)
+        prepared["last_epoch"] = _check_int(owner, "last_epoch", state_dict["last_epoch"], 0)
+        prepared["_last_lr"] = _check_rates(owner, "_last_lr", state_dict["_last_lr"], groups)
+        return prepared
+
+    def _commit_load(self, prepared):
+        """Apply what ``_prepare_load`` checked; nothing here can fail."""
+        for name, value in prepared.items():
+            setattr(self, name, value)
 
 
 class StepLR(_EpochScheduler):
     """lr = initial_lr * gamma ** (epoch // step_size); call ``step()`` once an epoch."""
 
-    _SETTINGS = {"step_size": int, "gamma": float}
+    _SETTINGS = ("step_size", "gamma")
 
     def __init__(self, optimizer, step_size, gamma=0.1):
         _check_optimizer(optimizer)
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral) or step_size < 1:
-            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
-        if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or gamma <= 0:
-            raise ValueError(f"StepLR: gamma must be a positive number, got {gamma!r}")
+        settings = self._check_settings("StepLR", {"step_size": step_size, "gamma": gamma})
         super().__init__(optimizer)
-        self.step_size = int(step_size)
-        self.gamma = float(gamma)
+        self.step_size = settings["step_size"]
+        self.gamma = settings["gamma"]
+
+    @classmethod
+    def _check_settings(cls, owner, settings):
+        return {
+            "step_size": _check_int(owner, "step_size", settings["step_size"], 1),
+            # gamma > 1 (a growing rate) is allowed, as in PyTorch; 0 or less would end training.
+            "gamma": check_number(owner, "gamma", settings["gamma"], open_minimum=True),
+        }
 
     def step(self):
         self.last_epoch += 1
@@ -86,17 +135,21 @@ class CosineAnnealingLR(_EpochScheduler):
     in between is annealed from where it was set.
     """
 
-    _SETTINGS = {"T_max": int, "eta_min": float}
+    _SETTINGS = ("T_max", "eta_min")
 
     def __init__(self, optimizer, T_max, eta_min=0.0):  # noqa: N803 - PyTorch's name
         _check_optimizer(optimizer)
-        if isinstance(T_max, bool) or not isinstance(T_max, numbers.Integral) or T_max < 1:
-            raise ValueError(f"CosineAnnealingLR: T_max must be a positive int, got {T_max!r}")
-        if isinstance(eta_min, bool) or not isinstance(eta_min, numbers.Real) or eta_min < 0:
-            raise ValueError(f"CosineAnnealingLR: eta_min must be a non-negative number, got {eta_min!r}")
+        settings = self._check_settings("CosineAnnealingLR", {"T_max": T_max, "eta_min": eta_min})
         super().__init__(optimizer)
-        self.T_max = int(T_max)
-        self.eta_min = float(eta_min)
+        self.T_max = settings["T_max"]
+        self.eta_min = settings["eta_min"]
+
+    @classmethod
+    def _check_settings(cls, owner, settings):
+        return {
+            "T_max": _check_int(owner, "T_max", settings["T_max"], 1),
+            "eta_min": check_number(owner, "eta_min", settings["eta_min"]),
+        }
 
     def step(self):
         self.last_epoch += 1
@@ -125,29 +178,43 @@ class ReduceLROnPlateau:
     def __init__(self, optimizer, mode="min", factor=0.1, patience=10, threshold=1e-4,
                  threshold_mode="rel", cooldown=0, min_lr=0.0, eps=1e-8):
         _check_optimizer(optimizer)
-        if mode not in ("min", "max"):
-            raise ValueError(f"ReduceLROnPlateau: mode must be 'min' or 'max', got {mode!r}")
-        if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"ReduceLROnPlateau: threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-        if not isinstance(factor, numbers.Real) or not 0 < factor < 1:
-            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
-        if isinstance(patience, bool) or not isinstance(patience, numbers.Integral) or patience < 0:
-            raise ValueError(f"ReduceLROnPlateau: patience must be a non-negative int, got {patience!r}")
-        if isinstance(cooldown, bool) or not isinstance(cooldown, numbers.Integral) or cooldown < 0:
-            raise ValueError(f"ReduceLROnPlateau: cooldown must be a non-negative int, got {cooldown!r}")
+        owner = "ReduceLROnPlateau"
+        settings = self._check_settings(owner, {
+            "mode": mode, "factor": factor, "patience": patience, "threshold": threshold,
+            "threshold_mode": threshold_mode, "cooldown": cooldown, "eps": eps,
+        })
         groups = optimizer.param_groups
-        min_lrs = list(min_lr) if isinstance(min_lr, list | tuple) else [min_lr] * len(groups)
-        if len(min_lrs) != len(groups):
-            raise ValueError(f"ReduceLROnPlateau: {len(min_lrs)} min_lr values for {len(groups)} parameter groups")
+        # One floor for every group, or a list with one floor a group.
+        if isinstance(min_lr, list | tuple):
+            min_lrs = _check_rates(owner, "min_lr", min_lr, len(groups))
+        else:
+            min_lrs = [check_number(owner, "min_lr", min_lr)] * len(groups)
         self.optimizer = optimizer
-        self.mode, self.factor, self.patience = mode, float(factor), int(patience)
-        self.threshold, self.threshold_mode = float(threshold), threshold_mode
-        self.cooldown, self.min_lrs, self.eps = int(cooldown), [float(v) for v in min_lrs], float(eps)
+        for name, value in settings.items():
+            setattr(self, name, value)
+        self.min_lrs = min_lrs
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
         self.last_epoch = 0
         self._last_lr = [group["lr"] for group in groups]
+
+    @staticmethod
+    def _check_settings(owner, settings):
+        """The constructor's arguments (min_lr aside) checked and normalised; shared with load_state_dict."""
+        if settings["mode"] not in ("min", "max"):
+            raise ValueError(f"{owner}: mode must be 'min' or 'max', got {settings['mode']!r}")
+        if settings["threshold_mode"] not in ("rel", "abs"):
+            raise ValueError(f"{owner}: threshold_mode must be 'rel' or 'abs', got {settings['threshold_mode']!r}")
+        return {
+            "mode": settings["mode"],
+            "factor": check_number(owner, "factor", settings["factor"], 0.0, 1.0, open_minimum=True, open_maximum=True),
+            "patience": _check_int(owner, "patience", settings["patience"], 0),
+            "threshold": check_number(owner, "threshold", settings["threshold"]),
+            "threshold_mode": settings["threshold_mode"],
+            "cooldown": _check_int(owner, "cooldown", settings["cooldown"], 0),
+            "eps": check_number(owner, "eps", settings["eps"]),
+        }
 
     def is_better(self, current, best):
         if self.mode == "min":
@@ -189,8 +256,32 @@ class ReduceLROnPlateau:
               "best", "num_bad_epochs", "cooldown_counter", "last_epoch", "_last_lr")
 
     def state_dict(self):
-        return {name: getattr(self, name) for name in self._STATE}
+        state = {name: getattr(self, name) for name in self._STATE}
+        state.update(min_lrs=list(self.min_lrs), _last_lr=list(self._last_lr))  # copies, not our lists
+        return state
 
     def load_state_dict(self, state_dict):
-        for name in self._STATE:
-            setattr(self, name, state_dict[name])
+        """Restore a saved state; all or nothing: a state that does not fit raises and changes nothing."""
+        self._commit_load(self._prepare_load(state_dict))
+
+    def _prepare_load(self, state_dict):
+        """Check and convert ``state_dict`` without changing the scheduler; ``_commit_load`` applies it."""
+        owner = "ReduceLROnPlateau.load_state_dict"
+        _require_keys(owner, state_dict, self._STATE)
+        groups = len(self.optimizer.param_groups)
+        prepared = self._check_settings(owner, state_dict)
+        prepared["min_lrs"] = _check_rates(owner, "min_lrs", state_dict["min_lrs"], groups)
+        # The best metric so far starts at +-inf, so infinities are legitimate; NaN is not.
+        best = state_dict["best"]
+        if isinstance(best, bool) or not isinstance(best, numbers.Real) or math.isnan(best):
+            raise ValueError(f"{owner}: best must be a number (inf allowed, NaN not), got {best!r}")
+        prepared["best"] = float(best)
+        for name in ("num_bad_epochs", "cooldown_counter", "last_epoch"):
+            prepared[name] = _check_int(owner, name, state_dict[name], 0)
+        prepared["_last_lr"] = _check_rates(owner, "_last_lr", state_dict["_last_lr"], groups)
+        return prepared
+
+    def _commit_load(self, prepared):
+        """Apply what ``_prepare_load`` checked; nothing here can fail."""
+        for name, value in prepared.items():
+            setattr(self, name, value)

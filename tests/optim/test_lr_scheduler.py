@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minialex as ma
 from minialex.optim import SGD, CosineAnnealingLR, ReduceLROnPlateau, StepLR
@@ -295,3 +297,136 @@ def test_cosine_state_dict_round_trip_continues_the_schedule():
 def test_cosine_bad_arguments_raise_value_error(kwargs):
     with pytest.raises(ValueError, match="CosineAnnealingLR"):
         CosineAnnealingLR(optimiser(), **kwargs)
+
+
+# --------------------------------------------------------------------------- non-finite arguments
+
+
+NON_FINITE = [math.nan, math.inf, -math.inf]
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_step_lr_rejects_a_non_finite_gamma_naming_it_and_its_value(value):
+    with pytest.raises(ValueError, match=rf"StepLR: gamma must be a finite number > 0, got {value!r}"):
+        StepLR(optimiser(), step_size=2, gamma=value)
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_cosine_rejects_a_non_finite_eta_min_naming_it_and_its_value(value):
+    with pytest.raises(ValueError, match=rf"CosineAnnealingLR: eta_min must be a finite number >= 0, got {value!r}"):
+        CosineAnnealingLR(optimiser(), T_max=3, eta_min=value)
+
+
+@pytest.mark.parametrize("name", ["threshold", "min_lr", "eps"])
+@pytest.mark.parametrize("value", NON_FINITE + [-1e-3])
+def test_plateau_rejects_non_finite_or_negative_arguments_naming_them_and_the_value(name, value):
+    with pytest.raises(ValueError, match=rf"ReduceLROnPlateau: {name}.* must be a finite number >= 0, got {value!r}"):
+        ReduceLROnPlateau(optimiser(), **{name: value})
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_plateau_rejects_a_non_finite_factor_or_per_group_min_lr(value):
+    with pytest.raises(ValueError, match=rf"factor must be a finite number in \(0, 1\), got {value!r}"):
+        ReduceLROnPlateau(optimiser(), factor=value)
+    with pytest.raises(ValueError, match=rf"min_lr\[1\] must be a finite number >= 0, got {value!r}"):
+        ReduceLROnPlateau(optimiser(groups=2), min_lr=[0.0, value])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    name=st.sampled_from(["threshold", "eps", "min_lr"]),
+    value=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2, 2)),
+)
+def test_plateau_accepts_a_float_argument_exactly_when_it_is_finite_and_non_negative(name, value):
+    if math.isfinite(value) and value >= 0:
+        ReduceLROnPlateau(optimiser(), **{name: value})
+    else:
+        with pytest.raises(ValueError, match=name):
+            ReduceLROnPlateau(optimiser(), **{name: value})
+
+
+# --------------------------------------------------------------------------- a failed load changes nothing
+
+
+def stepped(make, steps=3):
+    opt = optimiser(lr=0.1, groups=2)
+    sched = make(opt)
+    for metric in METRICS[:steps]:
+        sched.step(metric) if isinstance(sched, ReduceLROnPlateau) else sched.step()
+    return sched
+
+
+SCHEDULERS = {
+    "StepLR": lambda opt: StepLR(opt, step_size=2, gamma=0.5),
+    "CosineAnnealingLR": lambda opt: CosineAnnealingLR(opt, T_max=5, eta_min=0.01),
+    "ReduceLROnPlateau": lambda opt: ReduceLROnPlateau(opt, factor=0.5, patience=0, min_lr=[0.0, 1e-3]),
+}
+BAD = [math.nan, math.inf, -math.inf, -1, -0.5, 0, 1.5, "1", None, True, [0.1], [0.1, "x"], [0.1, math.nan]]
+
+
+def assert_valid(sched):
+    """Whatever a scheduler holds after a load is what its constructor and step() could have made."""
+    state = sched.state_dict()
+    assert isinstance(state["last_epoch"], int) and state["last_epoch"] >= 0
+    for name in ("_last_lr", "base_lrs", "min_lrs"):
+        if name in state:
+            assert len(state[name]) == 2
+            assert all(isinstance(v, float) and math.isfinite(v) and v >= 0 for v in state[name])
+    if isinstance(sched, StepLR):
+        assert isinstance(sched.step_size, int) and sched.step_size >= 1
+        assert math.isfinite(sched.gamma) and sched.gamma > 0
+    elif isinstance(sched, CosineAnnealingLR):
+        assert isinstance(sched.T_max, int) and sched.T_max >= 1
+        assert math.isfinite(sched.eta_min) and sched.eta_min >= 0
+    else:
+        assert 0 < sched.factor < 1 and math.isfinite(sched.threshold) and sched.threshold >= 0
+        assert math.isfinite(sched.eps) and sched.eps >= 0 and not math.isnan(sched.best)
+        assert sched.mode in ("min", "max") and sched.threshold_mode in ("rel", "abs")
+        for name in ("patience", "cooldown", "num_bad_epochs", "cooldown_counter"):
+            assert isinstance(getattr(sched, name), int) and getattr(sched, name) >= 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kind=st.sampled_from(sorted(SCHEDULERS)),
+    data=st.data(),
+)
+def test_a_scheduler_load_either_restores_a_valid_state_or_raises_and_changes_nothing(kind, data):
+    source = stepped(SCHEDULERS[kind], steps=5)
+    state = source.state_dict()
+    keys = sorted(state)
+    for key in data.draw(st.lists(st.sampled_from(keys), min_size=1, max_size=3), label="damaged keys"):
+        if data.draw(st.booleans(), label=f"drop {key}"):
+            state.pop(key, None)
+        else:
+            state[key] = data.draw(st.sampled_from(BAD), label=key)
+    target = stepped(SCHEDULERS[kind], steps=1)
+    before = target.state_dict()
+    try:
+        target.load_state_dict(state)
+    except (ValueError, TypeError):
+        assert target.state_dict() == before
+    else:
+        assert_valid(target)
+
+
+def test_a_step_lr_load_with_a_nan_gamma_raises_naming_it_and_changes_nothing():
+    source, target = stepped(SCHEDULERS["StepLR"], steps=4), stepped(SCHEDULERS["StepLR"], steps=1)
+    state = source.state_dict()
+    state["gamma"] = math.nan
+    before = target.state_dict()
+    with pytest.raises(ValueError, match=r"StepLR.load_state_dict: gamma must be a finite number > 0, got nan"):
+        target.load_state_dict(state)
+    assert target.state_dict() == before
+
+
+def test_a_plateau_load_with_a_missing_key_raises_naming_it_and_changes_nothing():
+    source = stepped(SCHEDULERS["ReduceLROnPlateau"], steps=4)
+    target = stepped(SCHEDULERS["ReduceLROnPlateau"], steps=1)
+    state = source.state_dict()
+    del state["cooldown_counter"]
+    state["factor"] = 0.25
+    before = target.state_dict()
+    with pytest.raises(ValueError, match=r"ReduceLROnPlateau.load_state_dict: .*missing.*cooldown_counter"):
+        target.load_state_dict(state)
+    assert target.state_dict() == before
