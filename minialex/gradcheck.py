@@ -82,11 +82,14 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, grad_output=None):
         for j in range(data.size):
             index = np.unravel_index(j, data.shape)  # works for any strides, unlike a flat view
             original = data[index].item()
-            data[index] = original + eps
-            f_plus = f()
-            data[index] = original - eps
-            f_minus = f()
-            data[index] = original
+            try:
+                data[index] = original + eps
+                f_plus = f()
+                data[index] = original - eps
+                f_minus = f()
+            finally:
+                # Even when fn raises, the caller gets its input back exactly as it was.
+                data[index] = original
             numeric[j] = (f_plus - f_minus) / (2 * eps)
         analytic_flat = backend.to_numpy(analytic[i]).reshape(-1).astype(np.float64)
         excess = np.abs(analytic_flat - numeric) - (atol + rtol * np.abs(numeric))

@@ -386,3 +386,50 @@ def test_gradcheck_does_not_warn_for_float64():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ma.gradcheck(lambda t: t * 3.0, [x])
+
+
+class Interrupted(Exception):
+    """What the fn below raises part-way through the finite differences."""
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    values=hnp.arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 3)),
+                      elements=st.floats(-4, 4, allow_nan=False)),
+    failing_call=st.integers(2, 19),
+)
+def test_gradcheck_restores_every_input_when_fn_raises_part_way(values, failing_call):
+    """Call 1 is the analytic pass; from call 2 on, an input element is perturbed by +-eps."""
+    x = ma.tensor(values.copy(), requires_grad=True)
+    y = ma.tensor(values[::-1].copy() + 1.0, requires_grad=True)
+    calls = 0
+
+    def fn(a, b):
+        nonlocal calls
+        calls += 1
+        if calls == failing_call:
+            raise Interrupted(f"call {calls}")
+        return a * b
+
+    try:
+        ma.gradcheck(fn, [x, y])
+    except Interrupted:
+        pass  # only raised when fn is called at least failing_call times
+    np.testing.assert_array_equal(x.data, values)
+    np.testing.assert_array_equal(y.data, values[::-1] + 1.0)
+
+
+def test_gradcheck_leaves_the_input_at_one_when_fn_raises_on_the_plus_eps_call():
+    x = ma.tensor(np.array([1.0]), requires_grad=True)
+    calls = []
+
+    def fn(t):
+        calls.append(float(t.data[0]))
+        if len(calls) == 2:  # the first finite-difference call, at 1 + eps
+            raise Interrupted("fails at 1 + eps")
+        return t * t
+
+    with pytest.raises(Interrupted):
+        ma.gradcheck(fn, [x])
+    assert calls == [1.0, 1.0 + 1e-6]
+    assert x.data[0] == 1.0
