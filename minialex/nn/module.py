@@ -49,13 +49,27 @@ class Module:
     def __setattr__(self, name, value):
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() before setting {name!r}")
+        # As PyTorch: a registered parameter can only be replaced by a Parameter (or None,
+        # which removes it); anything else would silently drop it from parameters(),
+        # state_dict() and the optimiser's view. Likewise for a child module.
+        if name in self._parameters and not isinstance(value, Parameter) and value is not None:
+            raise TypeError(
+                f"cannot assign '{_type_name(value)}' as parameter '{name}' (minialex.nn.Parameter or None expected)"
+            )
+        if name in self._modules and not isinstance(value, Module) and value is not None:
+            raise TypeError(
+                f"cannot assign '{_type_name(value)}' as child module '{name}' (minialex.nn.Module or None expected)"
+            )
         # Replacing a registered name keeps its place in the order (dict assignment
-        # does), so names and state_dict order stay PyTorch's.
+        # does), so names and state_dict order stay PyTorch's. A plain attribute of the
+        # same name (e.g. a None set earlier) is removed so that it cannot shadow it.
         if isinstance(value, Parameter):
             self._modules.pop(name, None)
+            self.__dict__.pop(name, None)
             self._parameters[name] = value
         elif isinstance(value, Module):
             self._parameters.pop(name, None)
+            self.__dict__.pop(name, None)
             self._modules[name] = value
         else:
             self._parameters.pop(name, None)
@@ -143,19 +157,41 @@ class Module:
     def load_state_dict(self, state_dict):
         """Copy values from ``state_dict`` into the parameters, in place, on their devices.
 
-        Every key must match a parameter of the same shape; otherwise a
-        StateDictError lists the missing, unexpected and mis-shaped keys and
-        nothing is changed.
+        Every key must match a parameter of the same shape, with numbers that
+        can be cast to its dtype; otherwise a StateDictError lists the missing,
+        unexpected, mis-shaped and unusable keys and nothing is changed: all
+        values are checked and converted before the first one is written.
         """
+        self._commit_load(self._prepare_load(state_dict))
+        return self
+
+    def _prepare_load(self, state_dict):
+        """Check and convert ``state_dict`` without changing the module; ``_commit_load`` writes the result.
+
+        Split in two so that ``load_checkpoint`` can check the optimiser and
+        scheduler states too before it changes anything.
+        """
+        owner = f"load_state_dict for {type(self).__name__}"
+        if not isinstance(state_dict, dict):  # an OrderedDict is a dict
+            raise StateDictError(f"{owner}: expected a dict of name -> array, got {type(state_dict).__name__}")
         parameters = dict(self.named_parameters())
         missing = [name for name in parameters if name not in state_dict]
         unexpected = [name for name in state_dict if name not in parameters]
-        mis_shaped = [
-            f"{name}: got {tuple(np.shape(state_dict[name]))}, expected {parameters[name].shape}"
-            for name in parameters
-            if name in state_dict and tuple(np.shape(_values(state_dict[name]))) != parameters[name].shape
-        ]
-        if missing or unexpected or mis_shaped:
+        mis_shaped, unusable, converted = [], [], {}
+        for name, parameter in parameters.items():
+            if name not in state_dict:
+                continue
+            values = _values(state_dict[name])
+            if values is None or values.dtype.kind not in "biuf":
+                # Strings (even "1.5"), objects, complex numbers: not parameter values.
+                what = f"{type(state_dict[name]).__name__}" if values is None else f"dtype {values.dtype}"
+                unusable.append(f"{name}: {what}, expected numbers castable to {parameter.dtype}")
+            elif tuple(values.shape) != parameter.shape:
+                mis_shaped.append(f"{name}: got {tuple(values.shape)}, expected {parameter.shape}")
+            else:
+                # No copy when the values already have the parameter's device and dtype.
+                converted[name] = backend.to_device(values, parameter.device).astype(parameter.dtype, copy=False)
+        if missing or unexpected or mis_shaped or unusable:
             problems = []
             if missing:
                 problems.append(f"missing keys {missing}")
@@ -163,11 +199,17 @@ class Module:
                 problems.append(f"unexpected keys {unexpected}")
             if mis_shaped:
                 problems.append("mis-shaped keys [" + "; ".join(mis_shaped) + "]")
-            raise StateDictError(f"load_state_dict for {type(self).__name__}: " + ", ".join(problems))
-        for name, parameter in parameters.items():
-            values = backend.to_device(_values(state_dict[name]), parameter.device)
+            if unusable:
+                problems.append("unusable values [" + "; ".join(unusable) + "]")
+            raise StateDictError(f"{owner}: " + ", ".join(problems))
+        return [(parameters[name], values) for name, values in converted.items()]
+
+    @staticmethod
+    def _commit_load(prepared):
+        """Write what ``_prepare_load`` checked; shapes and dtypes already match, so nothing here fails."""
+        for parameter, values in prepared:
             parameter.data[...] = values  # in place: optimisers keep pointing at the same arrays
-        return self
+            parameter._bump_version()  # a graph that saved this parameter must not backpropagate through it
 
     # ----------------------------------------------------------------- modes and devices
 
@@ -221,12 +263,25 @@ class _HookHandle:
 
 
 def _values(value):
-    """The array inside a state-dict value (NumPy/CuPy array, Tensor or nested list)."""
+    """The array inside a state-dict value (NumPy/CuPy array, Tensor, number or nested list), or None."""
     if isinstance(value, Tensor):
         return value.data
     if backend.is_array(value):
         return value
-    return np.asarray(value)
+    if value is None or isinstance(value, dict | str | bytes):
+        return None
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError):  # e.g. a ragged nested list
+        return None
+
+
+def _type_name(value):
+    """The name PyTorch-style messages give a value's type: 'minialex.Tensor', 'numpy.ndarray', 'int'."""
+    kind = type(value)
+    if kind is Tensor:
+        return "minialex.Tensor"
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
 
 
 class Sequential(Module):

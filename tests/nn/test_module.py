@@ -1,7 +1,11 @@
 """Module, Parameter, Sequential: PyTorch's names, state dicts, modes, gradients and devices."""
 
+import re
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import minialex as ma
 import minialex.functional as F
@@ -315,3 +319,106 @@ def test_module_without_forward_says_so():
 
     with pytest.raises(NotImplementedError, match="Empty"):
         Empty()(ma.tensor([1.0]))
+
+
+# --------------------------------------------------------------------------- assignment over a registered name
+
+
+@pytest.mark.parametrize(
+    "value,type_name",
+    [
+        (ma.tensor(np.zeros((2, 3), np.float32)), "minialex.Tensor"),
+        (np.zeros((2, 3), np.float32), "numpy.ndarray"),
+        (3, "int"),
+        (nn.ReLU(), "minialex.nn.layers.ReLU"),
+    ],
+)
+def test_assigning_a_non_parameter_over_a_parameter_raises_type_error_as_pytorch(value, type_name):
+    layer = nn.Linear(3, 2)
+    weight = layer.weight
+    with pytest.raises(
+        TypeError, match=rf"cannot assign '{re.escape(type_name)}' as parameter 'weight' "
+                         r"\(minialex.nn.Parameter or None expected\)"
+    ):
+        layer.weight = value
+    assert layer.weight is weight
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+
+
+def test_assigning_a_non_module_over_a_child_module_raises_type_error_as_pytorch():
+    net = nn.Sequential(nn.Linear(2, 2))
+    with pytest.raises(TypeError, match=r"cannot assign 'int' as child module '0' \(minialex.nn.Module or None expected\)"):
+        setattr(net, "0", 5)
+    assert isinstance(net[0], nn.Linear)
+
+
+def test_assigning_none_over_a_parameter_unregisters_it_and_a_parameter_brings_it_back():
+    layer = nn.Linear(3, 2)
+    layer.bias = None
+    assert layer.bias is None
+    assert [name for name, _ in layer.named_parameters()] == ["weight"]
+    new_bias = nn.Parameter(np.ones(2, np.float32))
+    layer.bias = new_bias
+    assert layer.bias is new_bias  # not shadowed by the None set before
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    np.testing.assert_array_equal(layer(ma.tensor(np.zeros((1, 3), np.float32))).numpy(), [[1.0, 1.0]])
+
+
+# --------------------------------------------------------------------------- load_state_dict: versions, all or nothing
+
+
+def test_load_state_dict_bumps_the_version_of_every_parameter():
+    net = small_sequential(nn)
+    before = {name: p._version for name, p in net.named_parameters()}
+    net.load_state_dict({k: v + 1 for k, v in net.state_dict().items()})
+    for name, p in net.named_parameters():
+        assert p._version == before[name] + 1, name
+
+
+def test_load_state_dict_with_an_uncastable_value_raises_naming_it_and_changes_nothing():
+    net = small_sequential(nn)
+    before = net.state_dict()
+    versions = [p._version for p in net.parameters()]
+    state = {k: v + 1 for k, v in before.items()}
+    state["2.0.bias"] = np.array(["a", "b"])  # the last key: every other one would be written first
+    with pytest.raises(nn.StateDictError, match=r"2\.0\.bias.*<U1"):
+        net.load_state_dict(state)
+    _assert_unchanged(net, before)
+    assert [p._version for p in net.parameters()] == versions
+
+
+def test_load_state_dict_accepts_nan_values_and_integer_arrays():
+    layer = nn.Linear(2, 1)
+    layer.load_state_dict({"weight": np.array([[np.nan, 1.0]]), "bias": np.array([3])})
+    assert np.isnan(layer.weight.data[0, 0]) and layer.weight.data[0, 1] == 1.0
+    assert layer.bias.data[0] == 3.0 and layer.bias.dtype == np.float32
+
+
+BAD_STATE_VALUES = {
+    "a string array": lambda shape: np.full(shape, "x"),
+    "numeric strings": lambda shape: np.full(shape, "1.5"),
+    "an object array": lambda shape: np.full(shape, None, dtype=object),
+    "a complex array": lambda shape: np.full(shape, 1 + 2j),
+    "a ragged list": lambda shape: [[1.0], [2.0, 3.0]],
+    "None": lambda shape: None,
+    "a dict": lambda shape: {"values": np.zeros(shape)},
+}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    bad_key=st.sampled_from(["0.weight", "0.bias", "2.0.weight", "2.0.bias"]),
+    bad=st.sampled_from(sorted(BAD_STATE_VALUES)),
+    seed=st.integers(0, 2**16),
+)
+def test_a_failed_load_state_dict_changes_nothing(bad_key, bad, seed):
+    net = small_sequential(nn)
+    before = net.state_dict()
+    versions = [p._version for p in net.parameters()]
+    rng = np.random.default_rng(seed)
+    state = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in before.items()}
+    state[bad_key] = BAD_STATE_VALUES[bad](before[bad_key].shape)
+    with pytest.raises(nn.StateDictError, match=re.escape(bad_key)):
+        net.load_state_dict(state)
+    _assert_unchanged(net, before)
+    assert [p._version for p in net.parameters()] == versions
