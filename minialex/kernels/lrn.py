@@ -11,6 +11,17 @@ edge counting as zeros (for even sizes the window reaches one channel further
 back than forward). The forward pass saves x, scale and scale^(-beta); the
 backward pass needs all three and so recomputes no power.
 
+Large inputs: in float32, a^2 overflows once |a| > 1.8e19, and the scale then
+becomes inf and the power inf/inf = NaN, although the true output is a small
+finite number (for a = 1e20 and AlexNet's constants about 1.5e-7). So the
+float32 arithmetic is used only while the largest scale stays at most
+``wide_arithmetic_limit(dtype)`` (4.3e9 for float32, far above what trained
+activations reach); past it, forward and backward are computed in float64 and
+rounded back to x's dtype. One `max` over the scale decides; the normal case
+pays nothing else (the forward records its decision in the cache, so the
+backward does not look again). float64 inputs have no wider type to fall back on: they
+keep the plain formula, which overflows only for |a| > 1e154.
+
 Which alpha? Three conventions are in use:
   * Krizhevsky et al. 2012 write scale = k + alpha * sum a_j^2 with alpha NOT
     divided by n, and use k = 2, n = 5, alpha = 1e-4, beta = 0.75. To get the
@@ -33,6 +44,8 @@ nothing, which is the zero padding), never over pixels or channels.
 import numbers
 from typing import NamedTuple
 
+import numpy as np
+
 from minialex.backend import get_array_module
 from minialex.kernels import cuda as fast_paths
 from minialex.kernels.cuda import lrn as cuda_lrn
@@ -47,6 +60,10 @@ class LRNCache(NamedTuple):
     size: int
     alpha: float
     beta: float
+    k: float  # needed only to recompute the scale in float64 where x's dtype overflowed
+    # True if the forward computed in float64 (huge inputs), False if in x's dtype; None if
+    # unknown (the CUDA forward decides channel by channel): the backward then checks the scale.
+    wide: object = None
 
 
 def _channel_window_sum(a, before, after):
@@ -82,6 +99,34 @@ def _power(scale, exponent):
     return result
 
 
+def wide_arithmetic_limit(dtype):
+    """The largest scale for which LRN is computed in ``dtype`` itself; past it, in float64.
+
+    The limit is max(dtype) ** (1/4) (4.3e9 for float32): a scale that large
+    means a^2 up to about size/alpha * 4.3e9, far from overflow, and keeps
+    scale^(-beta) and the backward's a * scale^(-beta-1) normal numbers for
+    beta up to 2. Any overflow of a^2 makes the scale inf, above the limit.
+    float64 (and anything wider) has no wider type to use: the limit is inf.
+    """
+    dtype = np.dtype(dtype)
+    if dtype.itemsize >= 8:
+        return float("inf")
+    return float(np.finfo(dtype).max) ** 0.25
+
+
+def _needs_wide_arithmetic(scale):
+    """True when the largest scale (or a NaN) is past wide_arithmetic_limit of its dtype."""
+    return not float(scale.max()) <= wide_arithmetic_limit(scale.dtype)
+
+
+def _scale_and_power(x, size, alpha, beta, k):
+    """scale = k + alpha/size * windowed sum of x^2, and scale^(-beta), both in x's dtype."""
+    scale = _channel_window_sum(x * x, before=size // 2, after=(size - 1) // 2)
+    scale *= alpha / size  # in place on the fresh window sum: no extra x-sized arrays
+    scale += k
+    return scale, _power(scale, -beta)
+
+
 def _check_arguments(x, size, alpha, beta, k):
     if getattr(x, "ndim", 0) < 3:
         raise ValueError(
@@ -110,19 +155,29 @@ def local_response_norm_forward(x, size, alpha, beta, k):
 
     Returns:
         out: same shape and dtype as x.
-        cache: LRNCache with x, scale and scale^(-beta) (each shaped like x)
-            and the constants size, alpha, beta.
+        cache: LRNCache with x, scale and scale^(-beta) (each shaped like x,
+            in x's dtype) and the constants size, alpha, beta, k.
+
+    When the largest scale passes ``wide_arithmetic_limit`` (a float32 a^2
+    overflowed, or nearly), out is computed in float64 and rounded to x's
+    dtype; the cached scale then holds inf where float32 cannot hold it, and
+    the backward, seeing that, recomputes in float64 too.
     """
     _check_arguments(x, size, alpha, beta, k)
     size, alpha, beta, k = int(size), float(alpha), float(beta), float(k)
     if fast_paths.active(x):  # CuPy array: one CUDA thread per (n, pixel), running channel sum
         return cuda_lrn.local_response_norm_forward(x, size, alpha, beta, k)
-    scale = _channel_window_sum(x * x, before=size // 2, after=(size - 1) // 2)
-    scale *= alpha / size  # in place on the fresh window sum: no extra x-sized arrays
-    scale += k
-    scale_pow = _power(scale, -beta)
-    out = x * scale_pow
-    return out, LRNCache(x, scale, scale_pow, size, alpha, beta)
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught just below
+        scale, scale_pow = _scale_and_power(x, size, alpha, beta, k)
+    wide = _needs_wide_arithmetic(scale)
+    if not wide:
+        out = x * scale_pow
+    else:  # rare: huge inputs. The same formula in float64, rounded back to x's dtype.
+        wide_scale, wide_pow = _scale_and_power(x.astype(np.float64), size, alpha, beta, k)
+        out = (x * wide_pow).astype(x.dtype)
+        with np.errstate(over="ignore"):  # a scale past float32's range is cached as inf
+            scale, scale_pow = wide_scale.astype(x.dtype), wide_pow.astype(x.dtype)
+    return out, LRNCache(x, scale, scale_pow, size, alpha, beta, k, wide)
 
 
 def local_response_norm_backward(dout, cache):
@@ -144,19 +199,30 @@ def local_response_norm_backward(dout, cache):
 
     Returns:
         dx: shaped like x, in x's dtype.
+
+    If the forward had to use float64 (a scale past ``wide_arithmetic_limit``),
+    so does this: the scale and power are recomputed in float64 from x and k,
+    and dx is rounded back to x's dtype.
     """
-    x, scale, scale_pow, size, alpha, beta = cache
+    x, scale, scale_pow, size, alpha, beta, k, wide = cache
     if tuple(dout.shape) != tuple(x.shape):
         raise ValueError(f"dout has shape {tuple(dout.shape)}, expected the input shape {tuple(x.shape)}")
     dout = dout.astype(x.dtype, copy=False)
     if fast_paths.active(dout, x):  # CuPy arrays: one CUDA thread per (n, pixel)
         return cuda_lrn.local_response_norm_backward(dout, cache)
+    if wide is None:  # a cache from the CUDA forward: look at the scale
+        wide = _needs_wide_arithmetic(scale)
+    a = x
+    if wide:  # the forward used float64: so do we, from x and k
+        a = x.astype(np.float64)
+        scale, scale_pow = _scale_and_power(a, size, alpha, beta, k)
+        dout = dout.astype(np.float64)
     dx = dout * scale_pow  # the direct term, and the first factor of the next one
     # dout_c * a_c * scale_c^(-beta-1) as (dout_c * scale_c^(-beta)) * a_c / scale_c: no second power.
-    through_scale = dx * x
+    through_scale = dx * a
     through_scale /= scale
     received = _channel_window_sum(through_scale, before=(size - 1) // 2, after=size // 2)
-    received *= x
+    received *= a
     received *= 2.0 * alpha * beta / size
     dx -= received
-    return dx
+    return dx.astype(x.dtype, copy=False)  # a no-op unless computed in float64

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from minialex.backend import cuda_available
 from minialex.kernels.lrn import local_response_norm_backward, local_response_norm_forward
@@ -38,6 +39,43 @@ def naive_lrn_backward(dout, x, size, alpha, beta, k):
         for i in window(c, size, x.shape[1]):
             dx[:, i] += through_scale * 2 * alpha / size * x[:, i]
     return dx
+
+
+def float32_error_bounds(x, dout, size, alpha, beta, k, eps=np.finfo(np.float32).eps):
+    """How far a float32 LRN may be from the float64 reference, term by term.
+
+    Forward: the scale is a sum of positive terms (the squares, `size` of them
+    at most, then alpha/size and +k): relative error at most (size + 2) eps.
+    The power multiplies that by beta and adds a few roundings of its own
+    (two sqrt and a division, or powf), the product with a one more:
+
+        |out - ref| <= (beta * (size + 2) + 5) * eps * |ref|  +  tiny
+
+    Backward: dx_i = D_i - coef * a_i * sum_c T_c with D_i = dout_i scale_i^(-beta)
+    and T_c = dout_c a_c scale_c^(-beta-1). Each T_c carries the scale's error
+    times (beta + 1) plus ~7 roundings, the signed window sum (size - 1) more,
+    and a difference can cancel, so the bound is on the sum of |terms|:
+
+        |dx - ref| <= ((beta + 1) * (size + 2) + size + 10) * eps * (|D_i| + coef |a_i| sum_c |T_c|)  +  tiny
+
+    `tiny`: values below float32's normal range keep an absolute error of up
+    to one subnormal step (2^-149), which the backward multiplies by at most
+    coef * |a_i| * size / k. x, dout: float64 copies of the float32 inputs.
+    """
+    subnormal = float(np.finfo(np.float32).smallest_subnormal)
+    out, scale = naive_lrn(x, size, alpha, beta, k)
+    forward = (beta * (size + 2) + 5) * eps * np.abs(out) + 2 * subnormal
+    coef = 2 * alpha * beta / size
+    direct = np.abs(dout) * scale**-beta
+    terms = np.abs(dout * x) * scale ** (-beta - 1)
+    received = np.zeros_like(x)
+    for c in range(x.shape[1]):
+        for i in window(c, size, x.shape[1]):
+            received[:, i] += terms[:, c]
+    magnitude = direct + coef * np.abs(x) * received
+    backward = ((beta + 1) * (size + 2) + size + 10) * eps * magnitude
+    backward += 4 * subnormal * (1 + coef * np.abs(x) * size / k)
+    return forward, backward
 
 
 # Large alpha and small k make the neighbour term dominate, so a window shifted
@@ -187,6 +225,76 @@ def test_forward_and_backward_equal_naive_loops_on_random_settings(problem, alph
     )
 
 
+# --------------------------------------------------------------------------- huge inputs
+
+
+def test_huge_finite_float32_input_gives_finite_output_not_nan():
+    """a = 1e20: a*a = 1e40 overflows float32, and the fast power computed inf/inf = NaN.
+    The true output is 1e20 / (1 + 1e-4/5 * 3e40)^0.75 = 1.47e-7 (PyTorch 2.x gives 0.0:
+    its float32 scale is inf too, and 1e20 / inf = 0). We compute it in float64 and round."""
+    import minialex as ma
+    import minialex.functional as F
+
+    x = np.full((1, 3, 2, 2), 1e20, np.float32)
+    out = F.local_response_norm(ma.tensor(x), 5)
+    ref, _ = naive_lrn(x.astype(np.float64), 5, 1e-4, 0.75, 1.0)
+    assert np.all(np.isfinite(out.numpy()))
+    np.testing.assert_allclose(out.numpy(), ref, rtol=np.finfo(np.float32).eps, atol=0)
+
+    _, cache = local_response_norm_forward(x, 5, 1e-4, 0.75, 1.0)
+    dout = np.ones_like(x)
+    dx = local_response_norm_backward(dout, cache)
+    ref_dx = naive_lrn_backward(dout.astype(np.float64), x.astype(np.float64), 5, 1e-4, 0.75, 1.0)
+    assert np.all(np.isfinite(dx)) and dx.dtype == np.float32
+    np.testing.assert_allclose(dx, ref_dx, rtol=4 * np.finfo(np.float32).eps, atol=0)
+
+
+def test_wide_arithmetic_limit_is_a_fourth_root_of_the_largest_float():
+    from minialex.kernels.lrn import wide_arithmetic_limit
+
+    assert wide_arithmetic_limit(np.float32) == pytest.approx(4.3e9, rel=1e-2)
+    assert wide_arithmetic_limit(np.float64) == np.inf  # nothing wider to fall back on
+
+
+FINITE_FLOAT32 = st.one_of(
+    st.floats(-10.0, 10.0, width=32),  # everyday activations
+    st.floats(width=32, allow_nan=False, allow_infinity=False),  # everything, up to +-3.4e38
+)
+
+
+@st.composite
+def huge_lrn_problems(draw):
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 7)), draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    x = draw(hnp.arrays(np.float32, shape, elements=FINITE_FLOAT32))
+    size = draw(st.integers(1, 8))
+    alpha = draw(st.one_of(st.just(1e-4), st.floats(1e-4, 1.0)))
+    beta = draw(st.one_of(st.just(0.75), st.floats(0.5, 2.0)))  # 0.75 takes the sqrt(sqrt) fast power
+    k = draw(st.one_of(st.just(2.0), st.floats(0.5, 3.0)))
+    return x, size, alpha, beta, k, draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=150, deadline=None)
+@given(huge_lrn_problems(), st.booleans())
+def test_float32_lrn_of_any_finite_input_is_finite_and_within_round_off_of_float64(problem, cache_from_cuda):
+    """For every finite float32 input, huge ones included, forward and backward are finite
+    and within the float32 round-off bound of ``float32_error_bounds`` of a float64 reference."""
+    x, size, alpha, beta, k, seed = problem
+    dout = np.random.default_rng(seed).standard_normal(x.shape).astype(np.float32)
+    out, cache = local_response_norm_forward(x, size, alpha, beta, k)
+    if cache_from_cuda:  # the CUDA forward leaves wide=None: the backward must find out itself
+        cache = cache._replace(wide=None)
+    dx = local_response_norm_backward(dout, cache)
+    assert out.dtype == dx.dtype == np.float32
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(dx))
+
+    x64, dout64 = x.astype(np.float64), dout.astype(np.float64)
+    ref_out, _ = naive_lrn(x64, size, alpha, beta, k)
+    ref_dx = naive_lrn_backward(dout64, x64, size, alpha, beta, k)
+    forward_bound, backward_bound = float32_error_bounds(x64, dout64, size, alpha, beta, k)
+    assert np.all(np.abs(out - ref_out) <= forward_bound)
+    assert np.all(np.abs(dx - ref_dx) <= backward_bound)
+
+
 # --------------------------------------------------------------------------- validation
 
 
@@ -232,12 +340,18 @@ def test_forward_and_backward_agree_with_torch(shape, size, alpha, beta, k, dtyp
     out, cache = local_response_norm_forward(x, size, alpha, beta, k)
     dx = local_response_norm_backward(dout, cache)
 
-    x_torch = torch.from_numpy(x).requires_grad_(True)
+    # PyTorch in float64 is the reference for both dtypes: ours must be within the float32
+    # (or float64) round-off bound of float32_error_bounds, whatever PyTorch's float32 does.
+    x_torch = torch.from_numpy(x.astype(np.float64)).requires_grad_(True)
     out_torch = torch.nn.functional.local_response_norm(x_torch, size, alpha, beta, k)
-    out_torch.backward(torch.from_numpy(dout))
-    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(out, out_torch.detach().numpy(), **tol)
-    np.testing.assert_allclose(dx, x_torch.grad.numpy(), **tol)
+    out_torch.backward(torch.from_numpy(dout.astype(np.float64)))
+    forward_bound, backward_bound = float32_error_bounds(
+        x.astype(np.float64), dout.astype(np.float64), size, alpha, beta, k, eps=np.finfo(dtype).eps
+    )
+    forward_bound += 10 * np.finfo(np.float64).eps * np.abs(out_torch.detach().numpy())  # PyTorch's own round-off
+    backward_bound += 10 * np.finfo(np.float64).eps * np.abs(x_torch.grad.numpy())
+    assert np.all(np.abs(out - out_torch.detach().numpy()) <= forward_bound)
+    assert np.all(np.abs(dx - x_torch.grad.numpy()) <= backward_bound)
 
 
 # --------------------------------------------------------------------------- GPU
@@ -260,6 +374,31 @@ def test_cupy_arrays_give_the_numpy_results(size, alpha, beta, k, dtype):
     dx_gpu = local_response_norm_backward(cupy.asarray(dout), cache_gpu)
     assert isinstance(out_gpu, cupy.ndarray) and isinstance(dx_gpu, cupy.ndarray)
     assert out_gpu.dtype == dtype and dx_gpu.dtype == dtype
-    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(cupy.asnumpy(out_gpu), out, **tol)
-    np.testing.assert_allclose(cupy.asnumpy(dx_gpu), dx, **tol)
+    # Both paths are within float32_error_bounds of the float64 truth, so within twice it of each other.
+    forward_bound, backward_bound = float32_error_bounds(
+        x.astype(np.float64), dout.astype(np.float64), size, alpha, beta, k, eps=np.finfo(dtype).eps
+    )
+    assert np.all(np.abs(cupy.asnumpy(out_gpu) - out) <= 2 * forward_bound)
+    assert np.all(np.abs(cupy.asnumpy(dx_gpu) - dx) <= 2 * backward_bound)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs CuPy and a CUDA device")
+@pytest.mark.parametrize("size, alpha, beta, k", [STRONG[1], STRONG[4], ALEXNET])
+def test_cupy_float32_lrn_of_huge_inputs_is_finite_and_within_round_off_of_float64(size, alpha, beta, k):
+    """The CUDA kernels fall back to double channel by channel (the generic code, for the whole
+    array): both stay finite and within float32_error_bounds of the float64 reference."""
+    import cupy
+
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((2, 16, 5, 5)) * 10.0 ** rng.uniform(-3, 38, size=(2, 16, 5, 5))).astype(np.float32)
+    x[0, 3] = 1e20  # a whole channel whose square overflows float32
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    out_gpu, cache_gpu = local_response_norm_forward(cupy.asarray(x), size, alpha, beta, k)
+    dx_gpu = local_response_norm_backward(cupy.asarray(dout), cache_gpu)
+    out, dx = cupy.asnumpy(out_gpu), cupy.asnumpy(dx_gpu)
+    assert np.all(np.isfinite(out)) and np.all(np.isfinite(dx))
+    x64, dout64 = x.astype(np.float64), dout.astype(np.float64)
+    forward_bound, backward_bound = float32_error_bounds(x64, dout64, size, alpha, beta, k)
+    assert np.all(np.abs(out - naive_lrn(x64, size, alpha, beta, k)[0]) <= forward_bound)
+    assert np.all(np.abs(dx - naive_lrn_backward(dout64, x64, size, alpha, beta, k)) <= backward_bound)

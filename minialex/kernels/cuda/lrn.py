@@ -27,8 +27,19 @@ at batch 128 (forward + backward, x faster than the generic path): blocks of
 
 The running sum is kept in double: it adds AND subtracts, so in float32 the
 rounding of a large term that has left the window would linger in the sum of
-the small ones that remain. Only the accumulator is double; the terms and the
-outputs are computed in T, as the generic kernel does.
+the small ones that remain. The squares are taken in double too (a float
+square overflows past |a| = 1.8e19). Otherwise the terms and the outputs are
+computed in T, as the generic kernel does.
+
+Large inputs, as in the generic kernel: where a channel's scale passes
+``wide_limit`` (``generic_lrn.wide_arithmetic_limit(T)``, 4.3e9 for float,
+inf for double, so never for double), that channel's power and output are computed in double and
+rounded to T; the stored scale is then inf where T cannot hold it. The
+backward recognises such a channel by its stored scale, recomputes its scale
+in double from x (the forward window, `size` reads, only for those channels)
+and computes its terms in double. The generic kernel decides once for the
+whole array instead of per channel; both compute the same float64 values
+wherever T would overflow.
 
 Memory layout x (N, C, S) with S the pixels (any trailing axes, flattened):
 x[n, c, s] sits at (n*C + c)*S + s, so the threads of a warp (consecutive s)
@@ -59,7 +70,8 @@ _FORWARD_SOURCE = _HELPERS + r"""
 extern "C" __global__ void lrn_forward(
     const T* __restrict__ x, T* __restrict__ out, T* __restrict__ scale, T* __restrict__ scale_pow,
     const int N, const int C, const int S, const int before, const int after,
-    const int channel_block, const double k, const double alpha_over_size, const double beta)
+    const int channel_block, const double k, const double alpha_over_size, const double beta,
+    const double wide_limit)
 {
     const int s = blockIdx.x * blockDim.x + threadIdx.x;       // the pixel this thread owns
     if (s >= S) return;
@@ -74,40 +86,78 @@ extern "C" __global__ void lrn_forward(
         // last channel, which the loop adds as it "enters" at c = c0.
         double window = 0.0;
         for (int j = max(c0 - before, 0); j < c0 + after && j < C; ++j) {
-            const T value = a[(long long)j * S];
-            window += (double)(value * value);
+            const double value = (double)a[(long long)j * S];
+            window += value * value;
         }
         #pragma unroll 4
         for (int c = c0; c < c1; ++c) {
             const int entering = c + after;
             if (entering < C) {
-                const T value = a[(long long)entering * S];
-                window += (double)(value * value);
+                const double value = (double)a[(long long)entering * S];
+                window += value * value;
             }
             const int leaving = c - before - 1;
             if (c > c0 && leaving >= 0) {                      // at c0 it was never added
-                const T value = a[(long long)leaving * S];
-                window -= (double)(value * value);
+                const double value = (double)a[(long long)leaving * S];
+                window -= value * value;
             }
-            const T scale_c = (T)(k + alpha_over_size * window);
-            const T scale_pow_c = power(scale_c, (T)(-beta));
+            const double wide_scale = k + alpha_over_size * window;
             const long long at = start + (long long)c * S;
-            scale[at] = scale_c;
-            scale_pow[at] = scale_pow_c;
-            out[at] = a[(long long)c * S] * scale_pow_c;
+            const T a_c = a[(long long)c * S];
+            if (!(wide_scale > wide_limit)) {                  // the usual case: T arithmetic
+                const T scale_c = (T)wide_scale;
+                const T scale_pow_c = power(scale_c, (T)(-beta));
+                scale[at] = scale_c;
+                scale_pow[at] = scale_pow_c;
+                out[at] = a_c * scale_pow_c;
+            } else {                                           // huge a: double, rounded to T
+                const double wide_pow = pow(wide_scale, -beta);
+                scale[at] = (T)wide_scale;                     // inf where T cannot hold it
+                scale_pow[at] = (T)wide_pow;
+                out[at] = (T)((double)a_c * wide_pow);
+            }
         }
     }
 }
 """
 
 _BACKWARD_SOURCE = r"""
+// Channel c's scale in double, from x: the forward's window sum, for a channel whose
+// stored scale is past wide_limit (inf, or too large for T arithmetic). `a` points at
+// x[n, 0, s]; the forward window is c - after .. c + before (before/after are transposed).
+__device__ double wide_scale_of(const T* a, const int c, const int C, const long long S,
+                                const int before, const int after, const double k,
+                                const double alpha_over_size)
+{
+    double window = 0.0;
+    for (int j = max(c - after, 0); j <= c + before && j < C; ++j) {
+        const double value = (double)a[j * S];
+        window += value * value;
+    }
+    return k + alpha_over_size * window;
+}
+
+// dout_c * a_c * scale_c^(-beta) / scale_c, the term channel c adds to `received`.
+__device__ double received_term(const T* dout, const T* x, const T* scale, const T* scale_pow,
+                                const long long start, const int c, const int C, const long long S,
+                                const int before, const int after, const double k,
+                                const double alpha_over_size, const double beta, const double wide_limit)
+{
+    const long long at = start + c * S;
+    if (!((double)scale[at] > wide_limit)) return (double)(dout[at] * x[at] * scale_pow[at] / scale[at]);
+    const double wide_scale = wide_scale_of(x + start, c, C, S, before, after, k, alpha_over_size);
+    return (double)dout[at] * (double)x[at] * pow(wide_scale, -beta - 1.0);
+}
+
 extern "C" __global__ void lrn_backward(
     const T* __restrict__ dout, const T* __restrict__ x, const T* __restrict__ scale,
     const T* __restrict__ scale_pow, T* __restrict__ dx,
     const int N, const int C, const int S, const int before, const int after,
-    const int channel_block, const double coefficient)
+    const int channel_block, const double coefficient,
+    const double k, const double alpha_over_size, const double beta, const double wide_limit)
 {
     // before = (size-1)//2, after = size//2: the transposed window. coefficient = 2*alpha*beta/size.
+    // k, alpha_over_size, beta, wide_limit: only for channels whose scale passed wide_limit.
     const int s = blockIdx.x * blockDim.x + threadIdx.x;
     if (s >= S) return;
     const int blocks = (C + channel_block - 1) / channel_block;
@@ -118,25 +168,33 @@ extern "C" __global__ void lrn_backward(
         const long long start = (long long)n * C * S + s;
         // received = sum over the window of dout_c * a_c * scale_c^(-beta) / scale_c.
         double received = 0.0;
+        auto term = [&](const int channel) {
+            return received_term(dout, x, scale, scale_pow, start, channel, C, (long long)S,
+                                 before, after, k, alpha_over_size, beta, wide_limit);
+        };
         for (int j = max(c0 - before, 0); j < c0 + after && j < C; ++j) {
-            const long long at = start + (long long)j * S;
-            received += (double)(dout[at] * x[at] * scale_pow[at] / scale[at]);
+            received += term(j);
         }
         #pragma unroll 4
         for (int c = c0; c < c1; ++c) {
             const int entering = c + after;
             if (entering < C) {
-                const long long at = start + (long long)entering * S;
-                received += (double)(dout[at] * x[at] * scale_pow[at] / scale[at]);
+                received += term(entering);
             }
             const int leaving = c - before - 1;
             if (c > c0 && leaving >= 0) {
                 // Recomputed rather than stored: the four values are still in cache.
-                const long long at = start + (long long)leaving * S;
-                received -= (double)(dout[at] * x[at] * scale_pow[at] / scale[at]);
+                received -= term(leaving);
             }
             const long long at = start + (long long)c * S;
-            dx[at] = dout[at] * scale_pow[at] - (T)coefficient * x[at] * (T)received;
+            if (!((double)scale[at] > wide_limit)) {           // the usual case: T arithmetic
+                dx[at] = dout[at] * scale_pow[at] - (T)coefficient * x[at] * (T)received;
+            } else {                                           // huge a: double, rounded to T
+                const double wide_scale = wide_scale_of(x + start, c, C, (long long)S, before, after,
+                                                        k, alpha_over_size);
+                dx[at] = (T)((double)dout[at] * pow(wide_scale, -beta)
+                             - coefficient * (double)x[at] * received);
+            }
         }
     }
 }
@@ -180,14 +238,16 @@ def local_response_norm_forward(x, size, alpha, beta, k):
         scale_pow = cp.empty_like(x)
         launch(_forward_kernel(x.dtype.name), s, n * _channel_blocks(c),
                (x, out, scale, scale_pow) + int32s(n, c, s, size // 2, (size - 1) // 2, CHANNEL_BLOCK)
-               + (np.float64(k), np.float64(alpha / size), np.float64(beta)))
-    return out, generic_lrn.LRNCache(x, scale, scale_pow, size, alpha, beta)
+               + (np.float64(k), np.float64(alpha / size), np.float64(beta),
+                  np.float64(generic_lrn.wide_arithmetic_limit(x.dtype))))
+    # wide=None: this kernel decided channel by channel; a generic backward checks the scale.
+    return out, generic_lrn.LRNCache(x, scale, scale_pow, size, alpha, beta, k, None)
 
 
 def local_response_norm_backward(dout, cache):
     """dx shaped like x, from dout and the LRNCache of either forward path."""
     cp = cupy()
-    x, scale, scale_pow, size, alpha, beta = cache
+    x, scale, scale_pow, size, alpha, beta, k, _ = cache  # decides per channel, not by `wide`
     n, c, s = _planes(x.shape)
     with dout.device:
         dout = cp.ascontiguousarray(dout.astype(x.dtype, copy=False))
@@ -195,5 +255,6 @@ def local_response_norm_backward(dout, cache):
         dx = cp.empty_like(x)
         launch(_backward_kernel(x.dtype.name), s, n * _channel_blocks(c),
                (dout, x, scale, scale_pow, dx) + int32s(n, c, s, (size - 1) // 2, size // 2, CHANNEL_BLOCK)
-               + (np.float64(2.0 * alpha * beta / size),))
+               + (np.float64(2.0 * alpha * beta / size), np.float64(k), np.float64(alpha / size),
+                  np.float64(beta), np.float64(generic_lrn.wide_arithmetic_limit(x.dtype))))
     return dx
