@@ -9,29 +9,50 @@ the metrics to <out-dir>/metrics.json and .csv (plus curves.png when
 matplotlib is installed) and saves a checkpoint (model, optimiser, scheduler,
 RNG, epoch) atomically. ``--resume`` continues from it and ends with the same
 parameters as a run that was never interrupted.
+
+Before each save the test loss and every parameter are checked: a model that
+became infinite or NaN stops the run and never replaces a good checkpoint.
 """
 
 import argparse
 import csv
+import glob
 import json
 import math
 import os
 import sys
+import tempfile
 import time
+import zipfile
 
 import numpy as np
 
 import minialex as ma
 import minialex.functional as F
-from minialex import models, optim
+from minialex import backend, models, optim
 from minialex.checkpoint import load_checkpoint, save_checkpoint
 from minialex.data import MNIST, Compose, DataLoader, FashionMNIST, Normalize, RandomShiftCrop, Resize, Subset, ToFloat
 from minialex.io import atomic_write
 
 DATASETS = {"mnist": (MNIST, Normalize.MNIST), "fashion-mnist": (FashionMNIST, Normalize.FASHION_MNIST)}
 
+# The options that shape the run and are stored in its checkpoint. --resume takes them from the
+# checkpoint; giving one of them with a different value is an error (see check_resume_options).
+# --epochs may change (to extend a run); --device, --data-dir and the output options may too.
+RUN_SETTINGS = ("dataset", "model", "init", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "scheduler",
+                "step_size", "gamma", "warmup_steps", "shift", "seed", "limit_train", "limit_test")
 
-def parse_args(argv=None):
+# The warm-up may take at most this fraction of the run's steps: a warm-up longer than the run
+# never reaches the chosen rate. (--limit-train 3000 --epochs 1 is 47 steps: with the 300-step
+# warm-up it scored 52% on 2000 test images, with a 12-step one 73%.)
+MAX_WARMUP_FRACTION = 0.25
+
+# The files this script writes into --out-dir (besides the checkpoint); atomic_write puts their
+# temporary copies beside them as "<name>.<random>.tmp".
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "curves.png")
+
+
+def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
     parser.add_argument("--data-dir", default=None,
@@ -55,17 +76,34 @@ def parse_args(argv=None):
     parser.add_argument("--gamma", type=float, default=0.1)
     parser.add_argument("--warmup-steps", type=int, default=300,
                         help="raise the rate linearly from 0 over the first N steps (0: none); without it the "
-                             "unnormalised 8-layer net sometimes never leaves chance level")
+                             "unnormalised 8-layer net sometimes never leaves chance level. At most a quarter of "
+                             "the run's steps: a longer warm-up is shortened to that, with a notice")
     parser.add_argument("--shift", type=int, default=0, help="random shift augmentation, in pixels (0: none)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None, help="checkpoint path (default: <out-dir>/checkpoint.npz)")
-    parser.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from --checkpoint with the settings stored in it (dataset, model, init, "
+                             "batch size, lr, momentum, weight decay, nesterov, scheduler, step size, gamma, "
+                             "warm-up, shift, seed, limits), as loading PyTorch's state_dicts would; an option "
+                             "among these given with another value is an error (start a new run in another "
+                             "--out-dir instead). --epochs may change, to extend the run")
     parser.add_argument("--out-dir", default=None, help="metrics and plots (default: runs/<dataset>-<model>)")
     parser.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N images only")
     parser.add_argument("--limit-test", type=int, default=None, metavar="N", help="test on the first N images only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
+    # Which options were written on the command line, not just left at their defaults (--resume
+    # needs to know): argparse fills in a default only where the namespace has no value yet, so a
+    # second parse into a namespace pre-filled with a marker leaves the marker where none was given.
+    not_given = object()
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(vars(args), not_given)))
+    args.given = {name for name, value in vars(probe).items() if value is not not_given}
     for name in ("epochs", "batch_size", "step_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -76,10 +114,100 @@ def parse_args(argv=None):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.lr <= 0:
         parser.error(f"--lr must be positive, got {args.lr}")
-    args.scheduler = args.scheduler or ("cosine" if args.model == "alexnet" else "step")
+    args.scheduler = args.scheduler or default_scheduler(args.model)
     args.out_dir = args.out_dir or os.path.join("runs", f"{args.dataset}-{args.model}")
     args.checkpoint = args.checkpoint or os.path.join(args.out_dir, "checkpoint.npz")
     return args
+
+
+def default_scheduler(model):
+    return "cosine" if model == "alexnet" else "step"
+
+
+def read_checkpoint_record(path):
+    """The JSON record of a checkpoint (epoch, history, args, ...), read without building a model."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return json.loads(str(archive["meta"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise SystemExit(f"--resume: {path} is not a readable minialex checkpoint ({error})") from None
+
+
+def check_resume_options(args, record):
+    """Take the run's settings from the checkpoint; refuse a given option that contradicts one.
+
+    The optimiser's and scheduler's state_dicts restore the rate, momentum and
+    schedule anyway (as in PyTorch), so a different --lr would be silently
+    ignored and then recorded as if it had been used. An option left at its
+    default takes the checkpoint's value, so the settings saved with the next
+    checkpoint are the ones the run really uses.
+    """
+    stored = record.get("args")
+    if stored is None:
+        return  # a checkpoint saved without its settings: nothing to compare with
+    for name in RUN_SETTINGS:
+        if name not in stored:
+            continue
+        option = "--" + name.replace("_", "-")
+        if name in args.given and getattr(args, name) != stored[name]:
+            raise SystemExit(
+                f"--resume: {option} {getattr(args, name)} differs from the checkpoint's {stored[name]} "
+                f"({args.checkpoint}); a resumed run keeps the checkpoint's settings. Leave {option} out, "
+                "or start a new run with another --out-dir"
+            )
+        if getattr(args, name) != stored[name]:
+            print(f"{option} {stored[name]} (from the checkpoint)")
+        setattr(args, name, stored[name])
+    if "warmup_steps_used" in stored:
+        args.warmup_steps_used = stored["warmup_steps_used"]
+
+
+def check_writable(folder, option):
+    """Fail now, not after an epoch of training, when ``folder`` cannot take our files."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise SystemExit(f"{option} {folder!r} is not a writable folder ({error.strerror or error})") from None
+
+
+def remove_stale_temporaries(args):
+    """Delete the "<name>.<random>.tmp" files that a killed write of this run's own files left behind.
+
+    Only the names this script writes are touched: anything else in --out-dir is not ours.
+    """
+    targets = [os.path.join(args.out_dir, name) for name in OUTPUT_FILES] + [args.checkpoint]
+    removed = []
+    for target in targets:
+        for stale in glob.glob(glob.escape(target) + ".*.tmp"):
+            os.remove(stale)
+            removed.append(stale)
+    if removed:
+        print(f"removed {len(removed)} temporary file(s) left by an interrupted write: {', '.join(sorted(removed))}")
+
+
+def plan_warmup(args, steps_per_epoch):
+    """The warm-up length this run uses: --warmup-steps, shortened to fit the run."""
+    total_steps = args.epochs * steps_per_epoch
+    limit = int(MAX_WARMUP_FRACTION * total_steps)
+    if args.warmup_steps <= limit:
+        return args.warmup_steps
+    print(f"note: --warmup-steps {args.warmup_steps} is more than {MAX_WARMUP_FRACTION:.0%} of the run's "
+          f"{total_steps} steps ({args.epochs} epoch{'s' if args.epochs != 1 else ''} of {steps_per_epoch}); "
+          f"warming up over {limit} steps instead", flush=True)
+    return limit
+
+
+def non_finite_problem(test_loss, model):
+    """What is infinite or NaN about the model after an epoch, or None when it is all finite."""
+    if not math.isfinite(test_loss):
+        return f"the test loss became {test_loss}"
+    for name, parameter in model.named_parameters():
+        xp = backend.get_array_module(parameter.data)
+        if not bool(xp.isfinite(parameter.data).all()):
+            return f"parameter {name} holds infinite or NaN values"
+    return None
 
 
 def build_data(args):
@@ -90,10 +218,16 @@ def build_data(args):
     train_transform = Compose(([RandomShiftCrop(args.shift)] if args.shift else []) + common)
     train = dataset_class(args.data_dir, train=True, transform=train_transform)
     test = dataset_class(args.data_dir, train=False, transform=Compose(common))
+    root = train.root
     if args.limit_train:
         train = Subset(train, np.arange(min(args.limit_train, len(train))))
     if args.limit_test:
         test = Subset(test, np.arange(min(args.limit_test, len(test))))
+    # An empty set would only show up as a division by zero at the end of the first epoch.
+    for split, dataset in (("training", train), ("test", test)):
+        if len(dataset) == 0:
+            raise ValueError(f"the {split} set is empty: {dataset_class.__name__} in "
+                             f"{root!r} has 0 {split} images")
     return (DataLoader(train, args.batch_size, shuffle=True, drop_last=False, device=args.device),
             DataLoader(test, 500, device=args.device))
 
@@ -155,10 +289,12 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
 
     The first ``warmup_steps`` steps of the run scale the scheduled rate up
     linearly; ``batch_scheduler`` (cosine) steps after every batch, the other
-    schedulers once an epoch in ``main``.
+    schedulers once an epoch in ``main``. Returns the mean training loss and
+    the rates of the epoch's first and last steps, as used (warm-up included).
     """
     model.train()
     total_loss, total_seen, start = 0.0, 0, time.perf_counter()
+    rates_used = []
     progress = Progress(len(loader), f"epoch {epoch}", show_progress)
     steps_before = (epoch - 1) * len(loader)
     try:
@@ -176,6 +312,7 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
                     raise NonFiniteLoss(f"the training loss became {loss_value} at epoch {epoch}, step {step}")
                 optimizer.zero_grad()
                 loss.backward()
+                rates_used.append(optimizer.param_groups[0]["lr"])
                 optimizer.step()
             finally:
                 for group, lr in zip(optimizer.param_groups, scheduled_lrs):
@@ -188,7 +325,7 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
             progress.update(loss=f"{loss_value:.4f}", img_per_s=f"{rate:.0f}")
     finally:
         progress.close()
-    return total_loss / total_seen
+    return total_loss / total_seen, rates_used[0], rates_used[-1]
 
 
 def evaluate(model, loader):
@@ -209,7 +346,9 @@ def write_metrics(out_dir, history):
     with atomic_write(os.path.join(out_dir, "metrics.json"), "w") as file:
         json.dump(history, file, indent=2)
     with atomic_write(os.path.join(out_dir, "metrics.csv"), "w") as file:
-        writer = csv.DictWriter(file, fieldnames=list(history[0]))
+        # Every column of every row: rows from a checkpoint of an older version may lack one (left empty).
+        columns = list(dict.fromkeys(key for row in history for key in row))
+        writer = csv.DictWriter(file, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(history)
     try:
@@ -233,8 +372,21 @@ def write_metrics(out_dir, history):
     plt.close(figure)
 
 
+def describe_rates(first_lr, last_lr):
+    return f"lr {first_lr:g}" if first_lr == last_lr else f"lr {first_lr:g} to {last_lr:g}"
+
+
 def main(argv=None):
     args = parse_args(argv)
+    # Before any training: a folder we cannot write would otherwise fail only at the first save.
+    check_writable(args.out_dir, "--out-dir")
+    check_writable(os.path.dirname(os.path.abspath(args.checkpoint)), "--checkpoint's folder")
+    remove_stale_temporaries(args)
+    if args.resume:
+        if not os.path.exists(args.checkpoint):
+            raise SystemExit(f"--resume: no checkpoint at {args.checkpoint}")
+        check_resume_options(args, read_checkpoint_record(args.checkpoint))  # before anything is built from args
+
     ma.manual_seed(args.seed)
     train_loader, test_loader = build_data(args)
     model = build_model(args)
@@ -242,50 +394,70 @@ def main(argv=None):
                           weight_decay=args.weight_decay, nesterov=args.nesterov)
     scheduler = build_scheduler(args, optimizer, len(train_loader))
     batch_scheduler = scheduler if isinstance(scheduler, optim.CosineAnnealingLR) else None
-    history, first_epoch = [], 1
+    history, first_epoch, last_good_epoch = [], 1, None
     if args.resume:
-        if not os.path.exists(args.checkpoint):
-            raise SystemExit(f"--resume: no checkpoint at {args.checkpoint}")
         meta = load_checkpoint(args.checkpoint, model, optimizer, scheduler)
         history, first_epoch = meta["history"], meta["epoch"] + 1
+        last_good_epoch = meta["epoch"]
         print(f"resumed from {args.checkpoint} after epoch {meta['epoch']}")
+        if history:
+            # A run killed while writing its metrics would otherwise never get them back
+            # (a finished run trains no more epochs, so nothing else rewrites them).
+            write_metrics(args.out_dir, history)
         if batch_scheduler is not None and batch_scheduler.T_max != args.epochs * len(train_loader):
             # The cosine was planned for the first run's length; re-planning it would jump the rate.
             planned = batch_scheduler.T_max / len(train_loader)
             print(f"warning: the checkpoint's cosine schedule spans {batch_scheduler.T_max} steps "
                   f"({planned:g} epoch{'s' if planned != 1 else ''}), not --epochs {args.epochs}; it is kept, "
                   "so the rate rises again after that", file=sys.stderr)
+    if not hasattr(args, "warmup_steps_used"):  # a resumed run keeps the warm-up it was planned with
+        args.warmup_steps_used = plan_warmup(args, len(train_loader))
 
     print(f"{args.model} on {args.dataset}: {len(train_loader.dataset)} training images, "
           f"{len(test_loader.dataset)} test images, device {args.device}", flush=True)
     for epoch in range(first_epoch, args.epochs + 1):
         start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]  # the rate this epoch starts at (cosine lowers it as it goes)
         try:
-            train_loss = train_one_epoch(model, optimizer, train_loader, epoch, not args.no_progress,
-                                         args.warmup_steps, batch_scheduler)
+            train_loss, first_lr, last_lr = train_one_epoch(model, optimizer, train_loader, epoch, not args.no_progress,
+                                                            args.warmup_steps_used, batch_scheduler)
         except NonFiniteLoss as error:
-            kept = f"the last good checkpoint is {args.checkpoint}" if os.path.exists(args.checkpoint) else "no checkpoint was written yet"
-            print(f"stopping: {error}; {kept}. Try a smaller --lr.", file=sys.stderr)
+            print(f"stopping: {error}; {describe_checkpoint(args.checkpoint, last_good_epoch)}. "
+                  "Try a smaller --lr.", file=sys.stderr)
             return 2
         test_loss, test_accuracy = evaluate(model, test_loader)
         seconds = time.perf_counter() - start
+        # The last step of an epoch can blow the weights up although its loss (taken before the
+        # step) was finite: check before this model may replace the last good checkpoint.
+        problem = non_finite_problem(test_loss, model)
+        if problem is not None:
+            print(f"stopping: {problem} at the end of epoch {epoch}; it was not saved, "
+                  f"{describe_checkpoint(args.checkpoint, last_good_epoch)}. Try a smaller --lr.", file=sys.stderr)
+            return 2
         if isinstance(scheduler, optim.ReduceLROnPlateau):
             scheduler.step(test_loss)
         elif scheduler is not None and scheduler is not batch_scheduler:
             scheduler.step()
-        history.append({"epoch": epoch, "lr": lr, "train_loss": train_loss, "test_loss": test_loss,
-                        "test_accuracy": test_accuracy, "seconds": round(seconds, 2)})
+        history.append({"epoch": epoch, "lr": first_lr, "last_lr": last_lr, "train_loss": train_loss,
+                        "test_loss": test_loss, "test_accuracy": test_accuracy, "seconds": round(seconds, 2)})
         print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, test loss {test_loss:.4f}, "
-              f"test accuracy {100 * test_accuracy:.2f}%, lr {lr:g}, {seconds:.1f} s", flush=True)
+              f"test accuracy {100 * test_accuracy:.2f}%, {describe_rates(first_lr, last_lr)}, {seconds:.1f} s",
+              flush=True)
         save_checkpoint(args.checkpoint, model, optimizer, scheduler, epoch=epoch, history=history,
-                        args={k: v for k, v in vars(args).items()})
+                        args={k: v for k, v in vars(args).items() if k != "given"})
+        last_good_epoch = epoch
         write_metrics(args.out_dir, history)
-    if not history:
+    if first_epoch > args.epochs:
         print(f"nothing to do: the checkpoint is already at epoch {first_epoch - 1} of {args.epochs}")
+    if not history:
         return 0
     print(f"test accuracy: {100 * history[-1]['test_accuracy']:.2f}%")
     return 0
+
+
+def describe_checkpoint(path, epoch):
+    if epoch is None:
+        return "this run saved no checkpoint"
+    return f"the last good checkpoint is {path} (epoch {epoch})"
 
 
 if __name__ == "__main__":

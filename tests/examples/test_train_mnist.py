@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[2]
 MNIST_DIR = REPO / ".." / "shared" / "data" / "mnist"
@@ -71,12 +73,12 @@ def test_a_short_run_writes_metrics_for_every_epoch(straight_run):
     history = json.loads((straight_run["out_dir"] / "metrics.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2]
     for row in history:
-        assert set(row) == {"epoch", "lr", "train_loss", "test_loss", "test_accuracy", "seconds"}
+        assert set(row) == {"epoch", "lr", "last_lr", "train_loss", "test_loss", "test_accuracy", "seconds"}
         assert all(math.isfinite(row[key]) for key in row)
         assert 0 <= row["test_accuracy"] <= 1 and row["seconds"] >= 0 and row["lr"] > 0
     final = straight_run["stdout"].strip().splitlines()[-1]
     assert final == f"test accuracy: {100 * history[-1]['test_accuracy']:.2f}%"
-    assert (straight_run["out_dir"] / "metrics.csv").read_text().splitlines()[0].startswith("epoch,lr,train_loss")
+    assert (straight_run["out_dir"] / "metrics.csv").read_text().splitlines()[0].startswith("epoch,lr,last_lr,train_loss")
 
 
 def test_the_training_loss_decreases(straight_run):
@@ -95,8 +97,10 @@ def test_every_epoch_leaves_a_loadable_checkpoint(straight_run, example):
 
 # Resume runs are tiny (128 images, 4 steps an epoch) with the random-shift augmentation on, so that
 # shuffling, dropout and augmentation all draw from the RNG that the checkpoint must restore.
+# The warm-up is one step: a longer one is shortened to a quarter of the planned run, and the
+# runs below plan 1 or 2 epochs, which would then warm up differently.
 RESUME = ["--limit-train", "128", "--limit-test", "50", "--batch-size", "32", "--no-progress", "--seed", "3",
-          "--shift", "2", "--step-size", "1", "--gamma", "0.5"]
+          "--shift", "2", "--step-size", "1", "--gamma", "0.5", "--warmup-steps", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -206,25 +210,30 @@ def seen_rates(monkeypatch):
 
 def test_warmup_raises_the_rate_linearly_then_hands_back_the_scheduled_rate(example, tmp_path, seen_rates):
     """Steps 1..N of the run use lr * step / N; later steps and the schedulers see the scheduled rate."""
-    # 64 images in batches of 32: 2 steps an epoch, so a 3-step warm-up crosses into epoch 2.
-    code, _, _ = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--warmup-steps", 3,
-                     "--lr", 0.03, "--out-dir", tmp_path)
+    # 96 images in batches of 32: 3 steps an epoch, 12 in the run, so a 3-step warm-up (a quarter
+    # of the run) fills epoch 1. StepLR (every 3 epochs) divides the rate by 10 for epoch 4.
+    code, _, _ = run(example, "--data-dir", MNIST_DIR, *TINY, "--limit-train", 96, "--epochs", 4,
+                     "--warmup-steps", 3, "--lr", 0.03, "--out-dir", tmp_path)
     assert code == 0
-    assert seen_rates == pytest.approx([0.01, 0.02, 0.03, 0.03])
+    assert seen_rates == pytest.approx([0.01, 0.02, 0.03] + [0.03] * 6 + [0.003] * 3)
     history = json.loads((tmp_path / "metrics.json").read_text())
-    assert [row["lr"] for row in history] == [0.03, 0.03]
+    # Each epoch records the rates its first and last steps really used.
+    assert [row["lr"] for row in history] == pytest.approx([0.01, 0.03, 0.03, 0.003])
+    assert [row["last_lr"] for row in history] == pytest.approx([0.03, 0.03, 0.03, 0.003])
 
 
 def test_cosine_lowers_the_rate_every_batch_under_the_warmup(example, tmp_path, seen_rates):
     """--scheduler cosine: the rate of step s is lr * (1 + cos(pi * (s-1) / T)) / 2, T the run's steps, times warm-up."""
-    # 2 steps an epoch, 2 epochs: T = 4; the 3-step warm-up scales the first three.
-    code, _, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--warmup-steps", 3,
-                          "--lr", 0.04, "--scheduler", "cosine", "--out-dir", tmp_path)
+    # 96 images, 3 steps an epoch, 4 epochs: T = 12; the 3-step warm-up scales the first three.
+    code, _, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--limit-train", 96, "--epochs", 4,
+                          "--warmup-steps", 3, "--lr", 0.04, "--scheduler", "cosine", "--out-dir", tmp_path)
     assert code == 0, stderr
-    cosine = [0.04 * (1 + math.cos(math.pi * t / 4)) / 2 for t in range(4)]
-    assert seen_rates == pytest.approx([cosine[0] / 3, cosine[1] * 2 / 3, cosine[2], cosine[3]], rel=1e-12)
+    cosine = [0.04 * (1 + math.cos(math.pi * t / 12)) / 2 for t in range(12)]
+    expected = [rate * min(1, (t + 1) / 3) for t, rate in enumerate(cosine)]
+    assert seen_rates == pytest.approx(expected, rel=1e-12)
     history = json.loads((tmp_path / "metrics.json").read_text())
-    assert [row["lr"] for row in history] == pytest.approx([0.04, 0.02], rel=1e-12)  # each epoch's first rate
+    assert [row["lr"] for row in history] == pytest.approx(expected[0::3], rel=1e-12)  # each epoch's first rate
+    assert [row["last_lr"] for row in history] == pytest.approx(expected[2::3], rel=1e-12)
 
 
 def test_resume_with_the_cosine_schedule_matches_an_uninterrupted_run(example, tmp_path, monkeypatch):
@@ -263,3 +272,210 @@ def test_resuming_a_cosine_run_with_other_epochs_warns_that_the_schedule_is_kept
     code, _, stderr = run(example, "--data-dir", MNIST_DIR, *args, "--epochs", 2, "--out-dir", tmp_path, "--resume")
     assert code == 0, stderr
     assert "warning: the checkpoint's cosine schedule spans 4 steps (1 epoch)" in stderr
+
+
+# --------------------------------------------------------------------------- a model that blows up is never saved
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_a_blow_up_on_an_epochs_last_step_is_not_saved_over_the_last_good_checkpoint(example, tmp_path, monkeypatch):
+    """The loss before each step is finite, but the last step of epoch 2 leaves infinite weights."""
+    from minialex import optim
+
+    original_step, calls = optim.SGD.step, []
+
+    def step_that_blows_up_on_step_4(self):
+        original_step(self)
+        calls.append(1)
+        if len(calls) == 4:  # 2 steps an epoch: the last step of epoch 2
+            parameter = self.param_groups[0]["params"][0]
+            parameter.data[...] = np.inf
+
+    monkeypatch.setattr(optim.SGD, "step", step_that_blows_up_on_step_4)
+    out_dir = tmp_path / "blow-up"
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 3, "--out-dir", out_dir)
+    assert code == 2
+    assert "end of epoch 2" in stderr and "not saved" in stderr, stderr
+    assert f"the last good checkpoint is {out_dir / 'checkpoint.npz'} (epoch 1)" in stderr
+    assert "test accuracy:" not in stdout
+    arrays, meta = model_arrays(out_dir / "checkpoint.npz")
+    assert meta["epoch"] == 1
+    assert all(np.all(np.isfinite(value)) for value in arrays.values())
+    assert [row["epoch"] for row in json.loads((out_dir / "metrics.json").read_text())] == [1]
+
+
+def test_non_finite_problem_names_the_parameter_even_when_the_test_loss_is_finite(example_module):
+    model = example_module.build_model(example_module.parse_args([]))
+    assert example_module.non_finite_problem(0.5, model) is None
+    assert "test loss" in example_module.non_finite_problem(float("nan"), model)
+    name, parameter = list(model.named_parameters())[-1]
+    parameter.data[0] = np.nan
+    assert example_module.non_finite_problem(0.5, model) == f"parameter {name} holds infinite or NaN values"
+
+
+# --------------------------------------------------------------------------- --resume and the run's settings
+
+# A value different from any default, for each setting --resume takes from the checkpoint.
+OTHER_VALUES = {"dataset": "fashion-mnist", "model": "alexnet", "init": "paper", "batch_size": 7, "lr": 0.123,
+                "momentum": 0.5, "weight_decay": 0.0, "nesterov": True, "scheduler": "plateau", "step_size": 9,
+                "gamma": 0.7, "warmup_steps": 11, "shift": 3, "seed": 42, "limit_train": 100, "limit_test": 10}
+
+
+def command_line(name, value):
+    option = "--" + name.replace("_", "-")
+    return [option] if value is True else [option, str(value)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(sorted(OTHER_VALUES)), stored_is_default=st.booleans())
+def test_resume_refuses_any_setting_given_with_another_value_naming_option_and_both_values(
+        example_module, name, stored_is_default):
+    """Law: for every stored setting, giving it on the command line with a value unlike the checkpoint's is an error."""
+    defaults = vars(example_module.parse_args([]))
+    stored, given = (defaults[name], OTHER_VALUES[name]) if stored_is_default else (OTHER_VALUES[name], defaults[name])
+    if given is False or given is None:  # "--nesterov false" or "--limit-test None" cannot be written
+        return
+    record = {"args": {**{k: defaults[k] for k in example_module.RUN_SETTINGS}, name: stored}}
+    args = example_module.parse_args(["--resume", *command_line(name, given)])
+    option = "--" + name.replace("_", "-")
+    with pytest.raises(SystemExit) as info:
+        example_module.check_resume_options(args, record)
+    message = str(info.value)
+    assert f"{option} {given} differs from the checkpoint's {stored}" in message, message
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(sorted(OTHER_VALUES)))
+def test_resume_takes_every_setting_left_out_from_the_checkpoint(example_module, name):
+    defaults = vars(example_module.parse_args([]))
+    record = {"args": {**{k: defaults[k] for k in example_module.RUN_SETTINGS}, name: OTHER_VALUES[name]}}
+    args = example_module.parse_args(["--resume"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        example_module.check_resume_options(args, record)
+    assert getattr(args, name) == OTHER_VALUES[name]
+    assert f"{command_line(name, OTHER_VALUES[name])[0]} " in printed.getvalue()
+    assert "(from the checkpoint)" in printed.getvalue()
+    # Giving the checkpoint's own value is fine too.
+    args = example_module.parse_args(["--resume", *command_line(name, OTHER_VALUES[name])])
+    example_module.check_resume_options(args, record)
+    assert getattr(args, name) == OTHER_VALUES[name]
+
+
+def test_resume_with_a_different_lr_is_refused_and_without_it_records_the_rate_used(example, tmp_path):
+    out_dir = tmp_path / "lr"
+    code, _, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 1, "--lr", 0.01, "--out-dir", out_dir)
+    assert code == 0, stderr
+    with pytest.raises(SystemExit, match=r"--lr 0\.05 differs from the checkpoint's 0\.01"):
+        run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--lr", 0.05, "--out-dir", out_dir, "--resume")
+    _, meta = model_arrays(out_dir / "checkpoint.npz")
+    assert meta["epoch"] == 1  # nothing was trained or saved
+
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--out-dir", out_dir, "--resume")
+    assert code == 0, stderr
+    assert "--lr 0.01 (from the checkpoint)" in stdout
+    _, meta = model_arrays(out_dir / "checkpoint.npz")
+    assert meta["args"]["lr"] == 0.01  # the rate the run used, not the unused default 0.02
+    assert [row["lr"] for row in meta["history"]] == [0.01, 0.01]
+
+
+# --------------------------------------------------------------------------- the output folder
+
+
+def test_an_unwritable_out_dir_is_refused_before_training_naming_the_path(example, tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out_dir = blocker / "run"  # cannot be created, even by root
+
+    def no_training(*arguments, **keywords):
+        raise AssertionError("training started although the output folder cannot be written")
+
+    monkeypatch.setattr(example, "train_one_epoch", no_training)
+    with pytest.raises(SystemExit) as info:
+        run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 1, "--out-dir", out_dir)
+    assert f"--out-dir {str(out_dir)!r} is not a writable folder" in str(info.value)
+
+
+def test_stale_temporaries_of_our_own_files_are_removed_and_nothing_else(example, tmp_path):
+    out_dir = tmp_path / "stale"
+    out_dir.mkdir()
+    ours = ["metrics.json.k2j3h4.tmp", "metrics.csv.abc.tmp", "curves.png.x_y.tmp", "checkpoint.npz.q1w2e3.tmp"]
+    others = ["notes.txt.abc.tmp", "metrics.json.keep", "my-checkpoint.npz.abc.tmp", "data.tmp"]
+    for name in ours + others:
+        (out_dir / name).write_text("left over")
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 1, "--out-dir", out_dir)
+    assert code == 0, stderr
+    assert "removed 4 temporary file(s)" in stdout
+    left = {path.name for path in out_dir.iterdir()}
+    assert not left & set(ours)
+    assert set(others) <= left
+
+
+def test_resume_of_a_finished_run_rewrites_the_metrics_a_kill_lost(tiny_straight_run, example, tmp_path):
+    out_dir = tmp_path / "killed-while-writing-metrics"
+    shutil.copytree(tiny_straight_run, out_dir)
+    expected = json.loads((out_dir / "metrics.json").read_text())
+    for name in ("metrics.json", "metrics.csv", "curves.png"):
+        (out_dir / name).unlink(missing_ok=True)
+    (out_dir / "metrics.json.a1b2c3.tmp").write_text('[{"epoch": 1')  # the write the kill cut short
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *RESUME, "--epochs", 2, "--out-dir", out_dir, "--resume")
+    assert code == 0, stderr
+    assert json.loads((out_dir / "metrics.json").read_text()) == expected
+    assert (out_dir / "metrics.csv").read_text().splitlines()[0].startswith("epoch,lr,")
+    assert not list(out_dir.glob("*.tmp"))
+
+
+# --------------------------------------------------------------------------- the warm-up fits the run
+
+
+@settings(max_examples=200, deadline=None)
+@given(epochs=st.integers(1, 50), steps_per_epoch=st.integers(1, 2000), warmup=st.integers(0, 5000))
+def test_the_warmup_used_is_at_most_a_quarter_of_the_run_and_shortening_is_announced(
+        example_module, epochs, steps_per_epoch, warmup):
+    args = example_module.parse_args(["--epochs", str(epochs), "--warmup-steps", str(warmup)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        used = example_module.plan_warmup(args, steps_per_epoch)
+    total = epochs * steps_per_epoch
+    assert 0 <= used <= max(warmup, 0) and used <= total / 4
+    assert used == warmup or used == int(total / 4)
+    announced = printed.getvalue()
+    assert bool(announced) == (used != warmup)
+    if announced:
+        assert f"--warmup-steps {warmup}" in announced and f"over {used} steps" in announced
+
+
+def test_a_warmup_longer_than_the_run_is_shortened_with_a_notice_and_the_rates_used_are_logged(
+        example, tmp_path, seen_rates):
+    # 256 images in batches of 32: 8 steps, one epoch; the default 300-step warm-up becomes 2 steps.
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--limit-train", 256, "--epochs", 1,
+                               "--lr", 0.02, "--out-dir", tmp_path)
+    assert code == 0, stderr
+    assert "note: --warmup-steps 300 is more than 25% of the run's 8 steps" in stdout
+    assert "warming up over 2 steps instead" in stdout
+    assert seen_rates == pytest.approx([0.01] + [0.02] * 7)
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    assert (history[0]["lr"], history[0]["last_lr"]) == pytest.approx((0.01, 0.02))
+    assert re.search(r"^epoch 1/1: .*, lr 0\.01 to 0\.02, ", stdout, re.MULTILINE), stdout
+    _, meta = model_arrays(tmp_path / "checkpoint.npz")
+    assert meta["args"]["warmup_steps_used"] == 2
+
+
+# --------------------------------------------------------------------------- empty data
+
+
+def write_fake_mnist(folder, train_count, test_count):
+    from minialex.data import write_idx  # noqa: PLC0415
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, count in (("train", train_count), ("t10k", test_count)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", np.zeros((count, 28, 28), np.uint8))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", np.zeros(count, np.uint8))
+
+
+@pytest.mark.parametrize("train_count, test_count, split", [(0, 5, "training"), (5, 0, "test")])
+def test_an_empty_dataset_is_a_clear_valueerror_before_training(example_module, tmp_path, train_count, test_count, split):
+    data_dir = tmp_path / "empty-data"
+    write_fake_mnist(data_dir, train_count, test_count)
+    with pytest.raises(ValueError, match=f"the {split} set is empty: .*has 0 {split} images"):
+        run(example_module, "--data-dir", data_dir, "--no-progress", "--epochs", 1, "--out-dir", tmp_path / "out")
