@@ -408,6 +408,78 @@ def torch_torchvision_alexnet(tnn):
     return Net()
 
 
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+
+
+def forward_sum_length(module):
+    """How many terms one output of a torch layer adds up: where its float32 round-off comes from."""
+    if hasattr(module, "kernel_size") and hasattr(module, "groups"):  # Conv2d
+        return module.in_channels // module.groups * int(np.prod(module.kernel_size))
+    if hasattr(module, "in_features"):  # Linear
+        return module.in_features
+    return getattr(module, "size", 1)  # LocalResponseNorm's window; 1 for ReLU, pooling, dropout
+
+
+def backward_sum_length(module):
+    """How many terms one input-gradient of a torch layer adds up."""
+    if hasattr(module, "kernel_size") and hasattr(module, "groups"):  # Conv2d: each input feeds out/groups*kh*kw
+        return module.out_channels // module.groups * int(np.prod(module.kernel_size))
+    if hasattr(module, "out_features"):  # Linear
+        return module.out_features
+    if hasattr(module, "kernel_size"):  # MaxPool2d: overlapping windows add up
+        return int(np.prod(np.broadcast_to(module.kernel_size, 2)))
+    return getattr(module, "size", 1)
+
+
+def float32_round_off_model(torch, build_net, state, x, target, seed):
+    """Logits and (if target is given) parameter gradients of a torch net, in float64, with
+    float32 round-off simulated.
+
+    The probabilistic model of round-off (Higham & Mary 2019): a float32 sum of n
+    terms is the exact sum times (1 + delta) with |delta| of the order sqrt(n) * eps32.
+    So every layer's output is multiplied by (1 + sqrt(n_forward) * eps32 * r), every
+    input-gradient by (1 + sqrt(n_backward) * eps32 * r) and every parameter gradient
+    (a sum over batch and positions) by (1 + sqrt(n_positions) * eps32 * r), r
+    standard normal, all in float64. How far this moves the gradients from the
+    float64 reference measures how much float32 round-off the net amplifies: it is
+    large where the sums cancel (conv1 with the paper's biases of 1), small elsewhere.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def jitter(tensor, n):
+        noise = torch.randn(tensor.shape, generator=generator, dtype=tensor.dtype)
+        return tensor * (1 + np.sqrt(n) * FLOAT32_EPS * noise)
+
+    net = build_net(torch.nn).to(torch.float64)
+    net.load_state_dict({k: torch.from_numpy(v).to(torch.float64) for k, v in state.items()})
+    net.eval()
+    positions = {}
+    for name, layer in list(net.features.named_children()) + list(net.classifier.named_children()):
+        def forward_hook(module, inputs, output, _name=name):
+            positions[_name] = output.numel() // output.shape[1]  # batch * pixels summed per parameter
+            return jitter(output, forward_sum_length(module))
+
+        def backward_hook(module, grad_input, grad_output):
+            return tuple(None if g is None else jitter(g, backward_sum_length(module)) for g in grad_input)
+
+        layer.register_forward_hook(forward_hook)
+        layer.register_full_backward_hook(backward_hook)
+    logits = net(torch.from_numpy(x).to(torch.float64).requires_grad_(target is not None))
+    if target is None:
+        return logits.detach().numpy(), None
+    torch.nn.functional.cross_entropy(logits, torch.from_numpy(target)).backward()
+    grads = {}
+    for name, p in net.named_parameters():
+        layer = name.split(".")[1]
+        grads[name] = jitter(p.grad, positions[layer]).numpy()
+    return logits.detach().numpy(), grads
+
+
+def round_off_model_error(reference, runs):
+    """The largest change of `reference` over the round-off model's runs (arrays, or dicts of them)."""
+    return max(np.abs(run - reference).max() for run in runs)
+
+
 @pytest.fixture(scope="module")
 def paper_vs_torch(paper):
     """One forward/backward of the paper net, ours and PyTorch's (float32 and a float64 reference)."""
@@ -439,7 +511,11 @@ def paper_vs_torch(paper):
     finally:
         paper.zero_grad()
         paper.train()
-    return {"ours": ours, "torch32": runs[torch.float32], "torch64": runs[torch.float64]}
+    round_off_model = [
+        float32_round_off_model(torch, torch_paper_alexnet, state, x, target, seed) for seed in range(3)
+    ]
+    return {"ours": ours, "torch32": runs[torch.float32], "torch64": runs[torch.float64],
+            "round_off_model": round_off_model}
 
 
 def test_parameter_names_and_shapes_match_a_torch_sequential_of_the_same_layers(paper, paper_vs_torch):
@@ -450,34 +526,37 @@ def test_parameter_names_and_shapes_match_a_torch_sequential_of_the_same_layers(
 
 
 def test_paper_alexnet_eval_logits_equal_pytorch(paper_vs_torch):
+    """Our float32 logits within 5x the float32 round-off model's change of PyTorch's float64 logits."""
     ours, _ = paper_vs_torch["ours"]
-    theirs = paper_vs_torch["torch32"][0]
-    assert ours.shape == theirs.shape == (2, 1000)
-    np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-5 * max(1.0, np.abs(theirs).max()))
-    np.testing.assert_allclose(ours, paper_vs_torch["torch64"][0], rtol=1e-3, atol=1e-5 * max(1.0, np.abs(theirs).max()))
+    reference = paper_vs_torch["torch64"][0]
+    assert ours.shape == paper_vs_torch["torch32"][0].shape == reference.shape == (2, 1000)
+    model_error = round_off_model_error(reference, [logits for logits, _ in paper_vs_torch["round_off_model"]])
+    assert np.abs(ours - reference).max() <= 5 * model_error
 
 
 def test_paper_alexnet_parameter_gradients_equal_pytorch_to_float32_accuracy(paper_vs_torch):
-    """Ours and PyTorch's float32 gradients, each against PyTorch's float64 gradients of the same net.
+    """Our float32 gradients against PyTorch's float64 gradients of the same net (the reference).
 
-    With the paper's init (biases of 1) the conv-weight gradients are sums with heavy
-    cancellation: PyTorch's own float32 result is a few percent off float64 for conv1.
-    So ours must be as close to the float64 truth as PyTorch's float32 is (within 3x),
-    and within rtol 1e-3 / atol 1e-5 of the layer's scale where PyTorch itself is.
+    The allowed error follows from float32 round-off, not from any library's float32
+    result on one CPU: ``float32_round_off_model_gradients`` runs the net in float64
+    with every sum's result perturbed by its probabilistic round-off, sqrt(n) * eps32
+    times a standard normal, and `model_error` is the largest resulting change of each
+    gradient over three such runs. Our error must stay within 5 times it (measured:
+    ours 0.01-0.8x, PyTorch's float32 0.04-0.9x; room for other BLAS blockings and
+    thread counts): large for conv1's heavily cancelling sums (the paper's biases of
+    1; there the float64 gradcheck below is what proves the gradient right), tight
+    for the well-conditioned fully connected layers.
     """
     _, ours = paper_vs_torch["ours"]
-    _, theirs, _ = paper_vs_torch["torch32"]
     _, truth, _ = paper_vs_torch["torch64"]
     for name, ref in truth.items():
-        scale = np.abs(ref).max()
-        torch_error = np.abs(theirs[name] - ref).max()
+        model_error = round_off_model_error(ref, [grads[name] for _, grads in paper_vs_torch["round_off_model"]])
         our_error = np.abs(ours[name] - ref).max()
         assert ours[name].dtype == np.float32
-        assert our_error <= 3 * torch_error + 1e-5 * scale, (
-            f"{name}: our float32 error {our_error:.3e}, PyTorch's {torch_error:.3e}, scale {scale:.3e}"
+        assert our_error <= 5 * model_error, (
+            f"{name}: our float32 error {our_error:.3e} > 5 x the round-off model's {model_error:.3e} "
+            f"(gradient scale {np.abs(ref).max():.3e})"
         )
-        if torch_error <= 1e-4 * scale:  # well-conditioned: direct agreement with PyTorch float32
-            np.testing.assert_allclose(ours[name], theirs[name], rtol=1e-3, atol=2e-4 * scale, err_msg=name)
 
 
 def test_a_torchvision_style_state_dict_loads_and_gives_the_same_logits(torchvision_like):
@@ -492,9 +571,12 @@ def test_a_torchvision_style_state_dict_loads_and_gives_the_same_logits(torchvis
             ours = torchvision_like(ma.tensor(x)).numpy()
     finally:
         torchvision_like.train()
+    # Reference: the same net in float64; allowance: 5x the float32 round-off model's change of it.
+    state = {k: v.numpy() for k, v in net.state_dict().items()}
     with torch.no_grad():
-        theirs = net(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-5 * max(1.0, np.abs(theirs).max()))
+        reference = net.to(torch.float64)(torch.from_numpy(x).to(torch.float64)).numpy()
+        runs = [float32_round_off_model(torch, torch_torchvision_alexnet, state, x, None, seed)[0] for seed in range(3)]
+    assert np.abs(ours - reference).max() <= 5 * round_off_model_error(reference, runs)
 
 
 # --------------------------------------------------------------------------- gradcheck of a tiny AlexNet
