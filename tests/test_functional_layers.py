@@ -353,6 +353,41 @@ def f32(array):
     return np.asarray(array, dtype=np.float32)
 
 
+def float64_reference_and_magnitude(torch_fn, arrays, seed=0):
+    """torch_fn in float64 on the values of ``arrays`` (the reference), and on their absolute
+    values with |upstream| (run_both's upstream, same seed): for a bilinear op (conv, linear)
+    that second run gives, for every output and gradient, the sum of |terms| it adds up.
+
+    Returns (reference out, [reference grads], magnitude out, [magnitude grads]).
+    """
+    import torch
+
+    def run(values, upstream):
+        inputs = [torch.tensor(np.asarray(a, np.float64), requires_grad=True) for a in values]
+        out = torch_fn(*inputs)
+        out.backward(torch.tensor(upstream))
+        return out.detach().numpy(), [t.grad.numpy() for t in inputs]
+
+    shape = tuple(torch_fn(*[torch.tensor(np.asarray(a, np.float64)) for a in arrays]).shape)
+    upstream = np.random.default_rng(seed).standard_normal(shape).astype(np.float32).astype(np.float64)
+    reference, reference_grads = run(arrays, upstream)
+    magnitude, magnitude_grads = run([np.abs(a) for a in arrays], np.abs(upstream))
+    return reference, reference_grads, magnitude, magnitude_grads
+
+
+def assert_within_float32_round_off(actual, reference, magnitude, longest_sum):
+    """|float32 result - float64 reference| <= (n + 2) * eps32 * (sum of |terms|) + one subnormal.
+
+    The worst-case bound of a float32 sum of n rounded products (Higham's gamma_n, one
+    more rounding for each product and the bias), with n the longest sum the op does.
+    It holds whatever order or blocking the BLAS sums in, on any CPU or thread count.
+    """
+    eps = float(np.finfo(np.float32).eps)
+    bound = (longest_sum + 2) * eps * np.asarray(magnitude) + float(np.finfo(np.float32).smallest_subnormal)
+    error = np.abs(np.asarray(actual, np.float64) - np.asarray(reference))
+    assert np.all(error <= bound), f"largest error / bound: {np.max(error / bound):.3g}"
+
+
 TORCH_CONV_CASES = [
     # x shape, weight shape, stride, padding, groups, bias
     ((2, 3, 9, 9), (4, 3, 3, 3), 1, 0, 1, True),
@@ -370,14 +405,18 @@ def test_conv2d_matches_torch_values_and_gradients(x_shape, w_shape, stride, pad
     arrays = [f32(randn(x_shape, 0)), f32(randn(w_shape, 1, scale=0.1))]
     if bias:
         arrays.append(f32(randn(w_shape[0], 2)))
-    out, ref, grads = run_both(
-        lambda *a: F.conv2d(*a, stride=stride, padding=padding, groups=groups),
-        lambda *a: torch.nn.functional.conv2d(*a, stride=stride, padding=padding, groups=groups),
-        arrays,
-    )
-    assert_close(out, ref)
-    for grad, ref_grad in grads:
-        assert_close(grad, ref_grad)
+    torch_conv = lambda *a: torch.nn.functional.conv2d(*a, stride=stride, padding=padding, groups=groups)  # noqa: E731
+    out, _, grads = run_both(lambda *a: F.conv2d(*a, stride=stride, padding=padding, groups=groups), torch_conv, arrays)
+    # Against PyTorch in float64, within float32's worst-case round-off of the longest sum:
+    # an output adds C/groups*kh*kw products, an input-gradient up to O/groups*kh*kw, a
+    # weight- or bias-gradient N*oh*ow (one per output position).
+    reference, reference_grads, magnitude, magnitude_grads = float64_reference_and_magnitude(torch_conv, arrays)
+    out_channels, in_per_group, kh, kw = w_shape
+    positions = int(np.prod(out.shape)) // out_channels
+    longest_sum = max(in_per_group * kh * kw, out_channels // groups * kh * kw, positions)
+    assert_within_float32_round_off(out, reference, magnitude, longest_sum)
+    for (grad, _), ref_grad, grad_magnitude in zip(grads, reference_grads, magnitude_grads):
+        assert_within_float32_round_off(grad, ref_grad, grad_magnitude, longest_sum)
 
 
 TORCH_POOL_CASES = [
@@ -441,10 +480,16 @@ def test_linear_matches_torch_values_and_gradients(x_shape, bias):
     arrays = [f32(randn(x_shape, 6)), f32(randn((5, 7), 7))]
     if bias:
         arrays.append(f32(randn(5, 8)))
-    out, ref, grads = run_both(F.linear, torch.nn.functional.linear, arrays)
-    assert_close(out, ref)
-    for grad, ref_grad in grads:
-        assert_close(grad, ref_grad)
+    out, _, grads = run_both(F.linear, torch.nn.functional.linear, arrays)
+    # Against PyTorch in float64, within float32's worst-case round-off of the longest sum
+    # (7 inputs per output, 5 outputs per input-gradient, the batch rows per weight-gradient).
+    reference, reference_grads, magnitude, magnitude_grads = float64_reference_and_magnitude(
+        torch.nn.functional.linear, arrays
+    )
+    longest_sum = max(7, 5, int(np.prod(x_shape[:-1])))
+    assert_within_float32_round_off(out, reference, magnitude, longest_sum)
+    for (grad, _), ref_grad, grad_magnitude in zip(grads, reference_grads, magnitude_grads):
+        assert_within_float32_round_off(grad, ref_grad, grad_magnitude, longest_sum)
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
