@@ -155,12 +155,15 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     # boolean arithmetic is ~2.5x faster than a masked copy per offset.
     # Only real pixels may be found: where the maximum is -inf, a padding -inf
     # equals it too, and its gradient would vanish into the cropped border.
+    # (Elsewhere the padding can never equal the maximum: one check spares the
+    # masks in the usual case.)
+    padding_may_tie = bool(ph or pw) and bool((out == -xp.inf).any())
     argmax_dtype = _argmax_dtype(xp, kh * kw)
     argmax = xp.zeros((n, c, oh, ow), dtype=argmax_dtype)
     found = xp.zeros((n, c, oh, ow), dtype=bool)
     for offset in range(kh * kw):
         first_hit = window(offset) == out
-        if ph or pw:
+        if padding_may_tie:
             first_hit &= _reads_real_pixels(offset, kh, kw, sh, sw, ph, pw, h, w, oh, ow, xp)
         first_hit &= ~found
         found |= first_hit
