@@ -8,6 +8,7 @@ import pytest
 import minialex as ma
 import minialex.functional as F
 from minialex import nn
+from tests import float32_round_off as round_off
 
 # --------------------------------------------------------------------------- names and defaults
 
@@ -152,16 +153,28 @@ def test_layers_with_torch_weights_compute_as_torch(layer):
         theirs, ours, shape = torch.nn.Linear(6, 4), nn.Linear(6, 4), (3, 6)
     ours.load_state_dict({k: v.detach().numpy() for k, v in theirs.state_dict().items()})
     x = rand32(shape, 2)
-    xt = torch.tensor(x, requires_grad=True)
-    ref = theirs(xt)
-    ref.sum().backward()
     xm = ma.tensor(x, requires_grad=True)
     out = ours(xm)
     out.sum().backward()
-    np.testing.assert_allclose(out.numpy(), ref.detach().numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(xm.grad.numpy(), xt.grad.numpy(), rtol=1e-5, atol=1e-6)
-    for (name, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters()):
-        np.testing.assert_allclose(p.grad.numpy(), q.grad.numpy(), rtol=1e-5, atol=1e-5, err_msg=name)
+    # Against the same torch layer in float64, within float32's worst-case round-off of the
+    # longest sum (tests/float32_round_off.py): an output adds C/groups*kh*kw products (or
+    # in_features), a gradient at most the number of output positions. Both layers are
+    # bilinear, so the run on |x|, |weights| gives each result's sum of |terms|.
+    arrays = [x] + [v.detach().numpy() for v in theirs.parameters()]
+    if layer == "Conv2d":
+        def torch_fn(x, weight, bias):
+            return torch.nn.functional.conv2d(x, weight, bias, stride=2, padding=1, groups=2)
+
+        longest_sum = max(2 * 3 * 3, out.shape[0] * out.shape[2] * out.shape[3])
+    else:
+        torch_fn = torch.nn.functional.linear
+        longest_sum = max(6, 4, out.shape[0])
+    reference, reference_grads, magnitude, magnitude_grads = round_off.float64_reference_and_magnitude(
+        torch_fn, arrays, np.ones(out.shape))
+    round_off.assert_within_float32_round_off(out.numpy(), reference, magnitude, longest_sum)
+    ours_grads = [xm.grad.numpy()] + [p.grad.numpy() for p in ours.parameters()]
+    for got, expected, grad_magnitude in zip(ours_grads, reference_grads, magnitude_grads):
+        round_off.assert_within_float32_round_off(got, expected, grad_magnitude, longest_sum)
 
 
 # --------------------------------------------------------------------------- a whole net learns
