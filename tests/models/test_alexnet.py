@@ -538,7 +538,7 @@ def test_paper_alexnet_parameter_gradients_equal_pytorch_to_float32_accuracy(pap
     """Our float32 gradients against PyTorch's float64 gradients of the same net (the reference).
 
     The allowed error follows from float32 round-off, not from any library's float32
-    result on one CPU: ``float32_round_off_model_gradients`` runs the net in float64
+    result on one CPU: ``float32_round_off_model`` runs the net in float64
     with every sum's result perturbed by its probabilistic round-off, sqrt(n) * eps32
     times a standard normal, and `model_error` is the largest resulting change of each
     gradient over three such runs. Our error must stay within 5 times it (measured:
