@@ -490,7 +490,7 @@ class Tensor:
             # input (mul, div) must keep the values from before this write.
             before = Tensor._from_function(self.data.copy(), self.grad_fn)
             before.requires_grad = self.requires_grad
-            result = operator(before, other)
+            result = operator(before, before if other is self else other)
         if result.shape != self.shape:
             raise RuntimeError(
                 f"{name}: the result has shape {result.shape}, which does not match the tensor's "
@@ -636,11 +636,17 @@ class Function:
         record = is_grad_enabled() and any(t.requires_grad for t in tensors)
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
         output_array = self.forward(*[t.data for t in tensors], **options)
+        if isinstance(output_array, np.generic):
+            # NumPy gives a scalar, not a 0-d array, for a 0-d result: keep one array type (in-place ops write into it).
+            output_array = np.asarray(output_array)
         output = Tensor._from_function(output_array, self if record else None)
         if self.may_return_view:
             _share_version_if_view(output, tensors)
         if record:
             self.inputs = tensors
+            # The edges of the graph, fixed now: an in-place operation may later give an
+            # input tensor a new grad_fn, but this Function used the value from before it.
+            self.input_grad_fns = tuple(t.grad_fn for t in tensors)
             self._saved_versions = self._versions_to_check(tensors, output)
         return output
 
@@ -745,8 +751,7 @@ def _topological_order(root):
             )
         expanded.add(function)
         stack.append((function, True))
-        for tensor in function.inputs:
-            parent = tensor.grad_fn
+        for parent in function.input_grad_fns:
             if parent is not None and parent not in expanded:
                 stack.append((parent, False))
     post_order.reverse()
@@ -772,18 +777,19 @@ def run_backward(output, grad, retain_graph=False):
         input_grads = function.backward(grad_output)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        for tensor, input_grad in zip(function.inputs, input_grads):
-            if input_grad is None or not tensor.requires_grad:
+        edges = zip(function.inputs, function.input_grad_fns, function.needs_input_grad, input_grads)
+        for tensor, parent, needs_grad, input_grad in edges:
+            if input_grad is None or not needs_grad:
                 continue
             input_grad = sum_to(input_grad, tensor.shape)
             if input_grad.dtype != tensor.dtype:
                 input_grad = input_grad.astype(tensor.dtype)
-            if tensor.grad_fn is None:
+            if parent is None:
                 _accumulate(tensor, input_grad, stored)
-            elif tensor.grad_fn in pending:
-                pending[tensor.grad_fn] = pending[tensor.grad_fn] + input_grad
+            elif parent in pending:
+                pending[parent] = pending[parent] + input_grad
             else:
-                pending[tensor.grad_fn] = input_grad
+                pending[parent] = input_grad
         if not retain_graph:
             function._release()
 

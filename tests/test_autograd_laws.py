@@ -65,34 +65,72 @@ OPERATIONS = {
     "cube": (1, lambda lib, a: a**3),
     "exp": (1, lambda lib, a: (a - 1.0).exp()),
     "log": (1, lambda lib, a: (a * a + 1.0).log()),
-    "softmax": (1, lambda lib, a: lib.softmax(a) if a.ndim >= 1 else a),
-    "mean0": (1, lambda lib, a: lib.mean(a, 0) if a.ndim >= 1 else a),
-    "mean_last": (1, lambda lib, a: lib.mean(a, -1) if a.ndim >= 1 else a),
+    # On a 0-d value these have no axis: a fresh copy instead (every step makes a new value).
+    "softmax": (1, lambda lib, a: lib.softmax(a) if a.ndim >= 1 else a * 1.0),
+    "mean0": (1, lambda lib, a: lib.mean(a, 0) if a.ndim >= 1 else a * 1.0),
+    "mean_last": (1, lambda lib, a: lib.mean(a, -1) if a.ndim >= 1 else a * 1.0),
     "reshape_round_trip": (1, lambda lib, a: lib.reshape(lib.reshape(a, (-1,)), tuple(a.shape))),
 }
 
 
+# Updates of an earlier non-leaf value: value[target] = value[target] <op> value[source],
+# written in place (`t *= 0.5; t += s * 0.5`, `t *= s`) or as a new value with the same
+# arithmetic. Both keep |value| <= 1.
+UPDATES = ("update_add", "update_mul")
+
+
 @st.composite
-def programs(draw, max_inputs=3, max_operations=8):
+def programs(draw, max_inputs=3, max_operations=8, updates=False):
     input_shapes = draw(st.lists(st.sampled_from(SHAPES), min_size=1, max_size=max_inputs))
     steps = []
-    for step in range(draw(st.integers(1, max_operations))):
+    new_values = 0
+    for _ in range(draw(st.integers(1, max_operations))):
+        available = len(input_shapes) + new_values  # every earlier value, leaf or not
+        if updates and new_values and draw(st.booleans()):
+            target = draw(st.integers(len(input_shapes), available - 1))  # never a leaf
+            steps.append((draw(st.sampled_from(UPDATES)), (target, draw(st.integers(0, available - 1)))))
+            continue
         name = draw(st.sampled_from(sorted(OPERATIONS)))
-        arity = OPERATIONS[name][0]
-        available = len(input_shapes) + step  # every earlier value, leaf or not
-        operands = tuple(draw(st.integers(0, available - 1)) for _ in range(arity))
+        operands = tuple(draw(st.integers(0, available - 1)) for _ in range(OPERATIONS[name][0]))
         steps.append((name, operands))
+        new_values += 1
     seed = draw(st.integers(0, 2**32 - 1))
     return input_shapes, steps, seed
 
 
-def run_program(lib, steps, inputs):
-    """The program's last value; the output adds every value nobody consumed, so all count."""
+def run_program(lib, steps, inputs, in_place=False):
+    """The program's last value; the output adds every value nobody consumed, so all count.
+
+    Updates change value[target] in place when ``in_place`` (and the result keeps its
+    shape), else they rebind value[target] to a new value computed the same way.
+    """
     values = list(inputs)
     consumed = set()
     for name, operands in steps:
-        values.append(OPERATIONS[name][1](lib, *(values[i] for i in operands)))
         consumed.update(operands)
+        if name not in UPDATES:
+            values.append(OPERATIONS[name][1](lib, *(values[i] for i in operands)))
+            continue
+        target, source = operands
+        fits = tuple(np.broadcast_shapes(values[target].shape, values[source].shape)) == tuple(values[target].shape)
+        value = values[target]
+        if name == "update_mul":
+            factor = values[source]
+            if in_place and fits:
+                value *= factor
+            else:
+                value = value * factor
+        else:
+            if in_place and fits:
+                value *= 0.5
+            else:
+                value = value * 0.5
+            addend = (value if source == target else values[source]) * 0.5
+            if in_place and fits:
+                value += addend
+            else:
+                value = value + addend
+        values[target] = value
     output = values[-1]
     for i, value in enumerate(values[:-1]):
         if i not in consumed:
@@ -106,7 +144,7 @@ def make_inputs(input_shapes, seed):
 
 
 @settings(max_examples=400, deadline=None)
-@given(programs())
+@given(programs(updates=True))
 def test_gradients_of_random_graphs_equal_finite_differences(program):
     # float64 central differences with eps 1e-6: truncation ~ eps^2 |f'''| and
     # round-off ~ 1e-16 |f| / eps, both far below 1e-6 for values bounded by 1
@@ -136,6 +174,35 @@ def test_gradients_of_random_graphs_equal_pytorch(program):
         expected = np.zeros(x.shape) if x_t.grad is None else x_t.grad.numpy()
         got = np.zeros(x.shape) if x.grad is None else x.grad.numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(programs(updates=True))
+def test_in_place_updates_give_the_gradients_of_the_same_program_written_out_of_place(program):
+    """An in-place update is recorded as its out-of-place operation on the old value, or it is
+    refused with a clear RuntimeError: by backward when a Function saved the old value
+    (version counter), at once when the value is a view of another tensor's data (the
+    engine does not rewrite the base's graph, so it refuses rather than guess)."""
+    input_shapes, steps, seed = program
+    arrays = make_inputs(input_shapes, seed)
+
+    def gradients(in_place):
+        inputs = [ma.tensor(a, dtype="float64", requires_grad=True) for a in arrays]
+        out = run_program(_Minialex, steps, inputs, in_place=in_place)
+        out.backward(np.ones(out.shape))
+        return out.numpy(), [np.zeros(x.shape) if x.grad is None else x.grad.numpy() for x in inputs]
+
+    expected_out, expected_grads = gradients(in_place=False)
+    try:
+        out, grads = gradients(in_place=True)
+    except RuntimeError as error:
+        assert "modified by an in-place operation" in str(error) or "is a view of another tensor" in str(error)
+        return
+    # The same float64 operations on the same values; only the order in which a reused
+    # value's gradients are added may differ: a few ulps of the largest partial sum.
+    np.testing.assert_allclose(out, expected_out, rtol=1e-12, atol=1e-12)
+    for got, expected in zip(grads, expected_grads):
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
 @settings(max_examples=100, deadline=None)

@@ -84,6 +84,32 @@ def test_in_place_on_a_non_leaf_is_recorded_and_gives_the_out_of_place_gradient(
     np.testing.assert_array_equal(in_place_grads[1], w2.grad.numpy())
 
 
+def test_a_function_that_used_a_value_before_an_in_place_update_gets_the_gradient_of_the_old_value():
+    x = ma.tensor([1.0, 2.0], dtype="float64", requires_grad=True)
+    h = x * 2.0
+    y = h + 1.0  # uses h before the update
+    h *= 3.0  # h is now 6x; y still depends on 2x
+    (y + h).sum().backward()
+    assert x.grad.numpy().tolist() == [8.0, 8.0]  # 2 through y, 6 through the new h
+
+
+def test_in_place_update_of_a_tensor_with_itself():
+    x = ma.tensor([1.0, 2.0], dtype="float64", requires_grad=True)
+    h = x * 2.0
+    h += h  # 4x
+    h *= h  # 16 x^2
+    h.sum().backward()
+    assert x.grad.numpy().tolist() == [32.0, 64.0]
+
+
+def test_in_place_on_a_zero_dimensional_result():
+    x = ma.tensor(3.0, dtype="float64", requires_grad=True)
+    total = x * x  # a 0-d result: an array the update can write into
+    total += x
+    total.backward()
+    assert total.item() == 12.0 and x.grad.item() == 7.0
+
+
 def test_in_place_result_that_would_broadcast_or_change_dtype_raises():
     t = ma.tensor([1.0, 2.0])
     with pytest.raises(RuntimeError, match="shape"):
