@@ -38,7 +38,7 @@ def markdown_report(info, kernels, steps, memory):
     lines = [
         "# minialex CPU benchmarks",
         "",
-        f"Machine: {info['cpu']}, {info['cores']} cores, {info['threads']} threads for both; "
+        f"Machine: {info['cpu']} ({info['isa']}), {info['cores']} cores, {info['threads']} threads for both; "
         f"BLAS {info['blas']}; NumPy {info['numpy']}; PyTorch {info['torch']}; Python {info['python']}.",
         "Medians after warm-up, minialex and PyTorch side by side in one run. Ratio = minialex / PyTorch "
         "(below 1: minialex faster).",

@@ -220,7 +220,7 @@ def markdown_report(info, rows):
     lines = [
         "# minialex against the NumPy engines (CPU)",
         "",
-        f"Machine: {info['cpu']}, {info['cores']} cores; BLAS {info['blas']}; NumPy {info['numpy']}; "
+        f"Machine: {info['cpu']} ({info['isa']}), {info['cores']} cores; BLAS {info['blas']}; NumPy {info['numpy']}; "
         f"DeZero {info.get('dezero') or '-'}; Chainer {info.get('chainer') or '-'}; Python {info['python']}.",
         "One process, medians after warm-up. 'x faster' = the engine's time / minialex's time "
         "(above 1: minialex is faster).",

@@ -1,5 +1,7 @@
 """The benchmark code runs (tiny sizes, one repeat) and reports what it measured; no number is asserted."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -59,3 +61,21 @@ def test_engines_benchmark_runs_with_whichever_engines_import():
                 assert engines.speedup(row, engine) > 0
     report = engines.markdown_report(machine_info(None), rows)
     assert "| conv2 | 1 |" in report and "| lrn2 | 1 |" in report
+
+
+def test_every_results_file_records_its_command_commit_and_date(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(common.sys, "argv", ["/somewhere/benchmarks/__main__.py", "--quick", "--name", "x y"])
+    json_path, md_path = common.write_results("x y", {"kernels": []}, "# Title\n\nbody")
+    made = json.loads(json_path.read_text())["provenance"]
+    assert made["command"] == "python -m benchmarks --quick --name 'x y'"
+    assert len(made["commit"].split()[0]) == 40 or made["commit"].startswith("unknown")
+    lines = md_path.read_text().splitlines()
+    assert lines[0] == "# Title" and lines[2].startswith("Command: `python -m benchmarks --quick")
+    assert made["commit"] in lines[2] and "body" in lines
+
+
+def test_machine_info_names_the_vector_extensions():
+    assert machine_info(1)["isa"]
