@@ -313,3 +313,43 @@ def test_resume_on_cuda_reaches_exactly_the_parameters_of_an_uninterrupted_run(t
         np.testing.assert_array_equal(arrays["resumed"][key], value, err_msg=key)
     assert arrays["resumed_meta"]["rng"] == arrays["straight_meta"]["rng"]
     assert list(arrays["straight_meta"]["rng"]["cuda"]) == ["0"]
+
+
+# --------------------------------------------------------------------------- in place, versions, protocols
+
+
+def test_in_place_updates_views_and_versions_on_the_gpu(cp):
+    layer = nn.Linear(3, 2).to("cuda")
+    with ma.no_grad():
+        layer.weight += 0.5
+    assert isinstance(layer.weight, nn.Parameter) and isinstance(layer.weight.data, cp.ndarray)
+    loss = layer(ma.tensor(np.ones((2, 3), np.float32), device="cuda")).sum()
+    with ma.no_grad():
+        layer.weight *= 2.0
+    with pytest.raises(RuntimeError, match="modified by an in-place operation"):
+        loss.backward()
+    base = ma.tensor(np.zeros((2, 3), np.float32), device="cuda")
+    view = base.reshape(6)
+    view += 1.0  # a view shares memory and version counter with its base, on the GPU too
+    assert base._version == 1 and base.numpy().tolist() == [[1.0] * 3] * 2
+
+
+def test_in_place_recorded_on_the_gpu_gives_the_cpu_gradient(cp):
+    grads = []
+    for device in ("cpu", "cuda"):
+        x = ma.tensor([1.0, 2.0, -0.5], dtype="float64", requires_grad=True, device=device)
+        h = x * 2.0
+        y = h + 1.0
+        h *= x
+        (y + h).sum().backward()
+        grads.append(x.grad.numpy())
+    np.testing.assert_array_equal(grads[0], grads[1])
+
+
+def test_comparisons_bool_and_asarray_on_the_gpu(cp):
+    t = ma.tensor([1.0, 2.0, 3.0], device="cuda")
+    mask = t > 1.5
+    assert isinstance(mask.data, cp.ndarray) and mask.numpy().tolist() == [False, True, True]
+    assert (t == np.array([1.0, 0.0, 3.0], np.float32)).numpy().tolist() == [True, False, True]
+    assert bool(ma.tensor([2.0], device="cuda")) is True
+    np.testing.assert_array_equal(np.asarray(t), [1.0, 2.0, 3.0])
