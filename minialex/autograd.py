@@ -177,12 +177,18 @@ def _to_array(data, dtype=None, device=None):
 
 
 class _VersionCounter:
-    """A mutable count shared by a tensor and the tensors that view its data."""
+    """A mutable count shared by a tensor and the tensors that view its data.
 
-    __slots__ = ("value",)
+    ``viewed`` says whether an operation (reshape, transpose, indexing) made a
+    view of the data: an in-place update recorded in the graph would then
+    leave that view's graph describing the old values.
+    """
+
+    __slots__ = ("value", "viewed")
 
     def __init__(self):
         self.value = 0
+        self.viewed = False
 
 
 class Tensor:
@@ -480,11 +486,14 @@ class Tensor:
         if not records:
             result = operator(self, other)
         else:
-            if self._is_view:
+            if self._is_view or self._version_counter.viewed:
+                # Views and their base share memory: the graph of the other side would
+                # still describe the old values. PyTorch rewrites it; minialex refuses.
+                relation = "a view of another tensor's" if self._is_view else "viewed by another tensor through its"
                 raise RuntimeError(
-                    f"{name}: this tensor is a view of another tensor's data (reshape, transpose or "
-                    "indexing); changing it in place while gradients are recorded is not supported: "
-                    "use the out-of-place operator (t = t + u)"
+                    f"{name}: this tensor is {relation} data (reshape, transpose or indexing); changing it "
+                    "in place while gradients are recorded is not supported: use the out-of-place "
+                    "operator (t = t + u)"
                 )
             # The graph so far, with a copy of the old values: a Function that saves its
             # input (mul, div) must keep the values from before this write.
@@ -694,6 +703,7 @@ def _share_version_if_view(output, tensors):
     for tensor in tensors:
         if xp.may_share_memory(output.data, tensor.data):
             output._version_counter = tensor._version_counter
+            output._version_counter.viewed = True
             output._is_view = True
             return
 

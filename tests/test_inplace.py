@@ -128,6 +128,17 @@ def test_in_place_on_a_view_of_a_tensor_changes_the_base_under_no_grad():
     assert base._version == view._version == 1
 
 
+def test_recorded_in_place_update_of_a_view_or_of_a_viewed_tensor_is_refused():
+    x = ma.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    h = x * 2.0
+    view = h.reshape(2, 2)
+    with pytest.raises(RuntimeError, match="is a view of another tensor's data"):
+        view *= 3.0
+    with pytest.raises(RuntimeError, match="is viewed by another tensor through its data"):
+        h *= 3.0  # view's graph would still say view = reshape(old h)
+    assert h.numpy().tolist() == [2.0, 4.0, 6.0, 8.0]
+
+
 def test_zero_and_fill_under_no_grad():
     w = ma.tensor([1.0, 2.0], requires_grad=True)
     with ma.no_grad():
