@@ -2,7 +2,21 @@
 
 from .loader import DataLoader, Subset
 from .mnist import MNIST, FashionMNIST, default_root, download_file, read_idx, write_idx
-from .transforms import Compose, Normalize, Pad, RandomShiftCrop, Resize, ToFloat
+from .transforms import (
+    CenterCrop,
+    Compose,
+    Normalize,
+    Pad,
+    PCALighting,
+    RandomCrop,
+    RandomHorizontalFlip,
+    RandomShiftCrop,
+    Resize,
+    TenCrop,
+    ToFloat,
+    pca_lighting_parameters,
+    ten_crop_predict,
+)
 
 __all__ = [
     "Compose",
@@ -12,6 +26,13 @@ __all__ = [
     "Normalize",
     "Pad",
     "RandomShiftCrop",
+    "RandomCrop",
+    "RandomHorizontalFlip",
+    "CenterCrop",
+    "TenCrop",
+    "PCALighting",
+    "pca_lighting_parameters",
+    "ten_crop_predict",
     "Subset",
     "Resize",
     "ToFloat",
