@@ -1,7 +1,24 @@
-"""DataLoader: batches of (images, labels) arrays, shuffled by the engine's RNG, on a device."""
+"""DataLoader: batches of (images, labels) arrays, shuffled by the engine's RNG, on a device.
 
+With ``num_workers=K > 0`` the batches are read by K worker processes while
+the main process trains: the main process draws the order (the same seeded
+permutation as with 0 workers), hands each worker a batch of indices, keeps
+``K * prefetch_factor`` batches in flight and yields them in order. Workers
+only read: a dataset with ``load_batch(indices)`` (ImageFolder) returns its
+raw batch from the worker, and its ``transform`` runs in the main process,
+so random transforms draw from the main process's seeded RNG and the epoch
+is the same, batch for batch and pixel for pixel, whatever K is.
+"""
+
+import collections
+import io
+import itertools
 import math
+import multiprocessing
 import numbers
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 
@@ -16,6 +33,70 @@ def _get_batch(dataset, indices):
     return np.stack([np.asarray(x) for x, _ in items]), np.asarray([y for _, y in items], dtype=np.int64)
 
 
+def _load_batch(dataset, indices):
+    """The part of ``_get_batch`` a worker process runs: ``load_batch`` (no transform) where there is one."""
+    if isinstance(dataset, Subset):
+        return _load_batch(dataset.dataset, dataset.indices[indices])
+    if hasattr(dataset, "load_batch"):
+        return dataset.load_batch(indices)
+    return _get_batch(dataset, indices)
+
+
+def _main_process_transform(dataset):
+    """The transform the main process applies to what ``_load_batch`` returned (None: nothing left to do)."""
+    if isinstance(dataset, Subset):
+        return _main_process_transform(dataset.dataset)
+    return getattr(dataset, "transform", None) if hasattr(dataset, "load_batch") else None
+
+
+# The dataset of this worker process, unpickled once when the worker starts.
+_worker_dataset = None
+
+
+class _PicklerWithoutTransform(pickle.Pickler):
+    """Pickles the dataset for the workers, leaving out the transform the main process applies."""
+
+    def __init__(self, file, transform):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.transform = transform
+
+    def persistent_id(self, obj):
+        return "main-process transform" if self.transform is not None and obj is self.transform else None
+
+
+class _UnpicklerWithoutTransform(pickle.Unpickler):
+    def persistent_load(self, pid):
+        return None  # the transform: the worker does not run it
+
+
+def _worker_payload(dataset, transform):
+    buffer = io.BytesIO()
+    _PicklerWithoutTransform(buffer, transform).dump(dataset)
+    return buffer.getvalue()
+
+
+def _worker_start(payload):
+    global _worker_dataset
+    _worker_dataset = _UnpicklerWithoutTransform(io.BytesIO(payload)).load()
+
+
+def _worker_batch(indices):
+    return _load_batch(_worker_dataset, indices)
+
+
+def _worker_context():
+    """'forkserver' where there is one (workers start from a clean server, not a copy of this process), else 'spawn'."""
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
+
+
+def _check_count(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        kind = "a non-negative" if minimum == 0 else "a positive"
+        raise ValueError(f"DataLoader: {name} must be {kind} int, got {value!r}")
+    return int(value)
+
+
 class DataLoader:
     """Iterate over ``dataset`` in batches of ``batch_size``.
 
@@ -24,13 +105,30 @@ class DataLoader:
     ``ma.manual_seed`` repeats it). ``drop_last`` drops a final short batch.
     Yields ``(images, labels)`` arrays on ``device``. The dataset needs
     ``__len__`` and either ``get_batch(indices)`` or ``__getitem__``.
+
+    ``num_workers=K > 0`` reads batches in K worker processes ('forkserver',
+    or 'spawn' where there is none), ``K * prefetch_factor`` batches ahead,
+    and yields them in order; 0 reads them in this process. The workers
+    only read: for a dataset with ``load_batch`` (ImageFolder, or a Subset
+    of one) its ``transform`` runs here, in the main process, so random
+    transforms stay reproducible and the epoch is identical for every K.
+    A dataset without ``load_batch`` runs all of ``get_batch`` in a worker
+    (a random draw there would come from the worker's unseeded RNG). The
+    dataset travels to the workers pickled (this process's own object, not
+    data read from disk), less the transform that stays here, so it must be
+    picklable (a class defined at module level), and a script that starts
+    workers needs the ``if __name__ == "__main__":`` guard. Each ``iter()`` starts its
+    workers; they are shut down when the epoch ends, when the loop stops
+    early (``break``) or raises. An error in a worker (a corrupt image) is
+    raised here with the worker's message and, as its cause, its traceback.
     """
 
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, device="cpu"):
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"DataLoader: batch_size must be a positive int, got {batch_size!r}")
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, device="cpu",
+                 num_workers=0, prefetch_factor=2):
+        self.batch_size = _check_count("batch_size", batch_size, 1)
+        self.num_workers = _check_count("num_workers", num_workers, 0)
+        self.prefetch_factor = _check_count("prefetch_factor", prefetch_factor, 1)
         self.dataset = dataset
-        self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.device = backend.parse_device(device)
@@ -42,10 +140,42 @@ class DataLoader:
     def __iter__(self):
         n = len(self.dataset)
         order = backend.cpu_rng().permutation(n) if self.shuffle else np.arange(n)
-        for batch in range(len(self)):
-            indices = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+        batches = (order[batch * self.batch_size:(batch + 1) * self.batch_size] for batch in range(len(self)))
+        if self.num_workers > 0 and len(self) > 0:
+            yield from self._iter_with_workers(batches)
+            return
+        for indices in batches:
             images, labels = _get_batch(self.dataset, indices)
             yield backend.to_device(images, self.device), backend.to_device(labels, self.device)
+
+    def _iter_with_workers(self, batches):
+        """Batches read by worker processes, in order; the transform (if any is left) applied here."""
+        transform = _main_process_transform(self.dataset)
+        try:
+            payload = _worker_payload(self.dataset, transform)
+        except Exception as error:
+            raise TypeError(f"DataLoader(num_workers={self.num_workers}): the dataset must be picklable to reach "
+                            f"the worker processes, and pickling it failed ({type(error).__name__}: {error}); "
+                            "define its class and functions at module level, or use num_workers=0") from error
+        executor = ProcessPoolExecutor(max_workers=self.num_workers, mp_context=_worker_context(),
+                                       initializer=_worker_start, initargs=(payload,))
+        in_flight = collections.deque()
+        try:
+            for indices in itertools.islice(batches, self.num_workers * self.prefetch_factor):
+                in_flight.append(executor.submit(_worker_batch, indices))
+            while in_flight:
+                try:
+                    images, labels = in_flight.popleft().result()
+                except BrokenProcessPool as error:
+                    raise RuntimeError(f"DataLoader: a worker process died while reading a batch ({error}); "
+                                       "run with num_workers=0 to see the error in this process") from error
+                for indices in itertools.islice(batches, 1):
+                    in_flight.append(executor.submit(_worker_batch, indices))
+                if transform is not None:
+                    images = transform(images)
+                yield backend.to_device(images, self.device), backend.to_device(labels, self.device)
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
 
 
 class Subset:

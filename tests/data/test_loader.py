@@ -1,9 +1,13 @@
-"""DataLoader and Subset: shapes, every index once an epoch, seeded order, drop_last, len, plain datasets."""
+"""DataLoader and Subset: shapes, every index once an epoch, seeded order, drop_last, len, plain datasets, workers."""
 
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import minialex as ma
 from minialex.data import DataLoader, Subset
@@ -177,3 +181,138 @@ def test_a_subset_of_a_dataset_with_only_getitem_is_batched():
     assert [len(labels) for _, labels in batches] == [2, 1]
     assert [int(image[0, 0]) for images, _ in batches for image in images] == [1, 3, 5]
     assert [int(label) for _, labels in batches for label in labels] == [2, 6, 10]
+
+
+# --------------------------------------------------------------------------- num_workers
+
+
+@pytest.mark.parametrize("num_workers", [-1, 1.5, "2", None, True])
+def test_a_bad_num_workers_raises_valueerror(num_workers):
+    with pytest.raises(ValueError, match="num_workers"):
+        DataLoader(IndexImages(4), batch_size=2, num_workers=num_workers)
+
+
+@pytest.mark.parametrize("prefetch_factor", [0, -1, 1.0, False])
+def test_a_bad_prefetch_factor_raises_valueerror(prefetch_factor):
+    with pytest.raises(ValueError, match="prefetch_factor"):
+        DataLoader(IndexImages(4), batch_size=2, num_workers=1, prefetch_factor=prefetch_factor)
+
+
+class RandomFlip:
+    """A random transform drawn from the engine's RNG: flips each image left-right or not, adds a random offset."""
+
+    def __call__(self, images):
+        rng = ma.backend.cpu_rng()
+        flip = rng.random(len(images)) < 0.5
+        images = np.where(flip[:, None, None, None], images[..., ::-1], images).astype(np.int64)
+        return images + rng.integers(0, 1000, (len(images), 1, 1, 1))
+
+
+@pytest.fixture(scope="module")
+def image_tree(tmp_path_factory):
+    """A small ImageFolder on disk: 3 classes of 4 PNG images (grey, 3x2) and one JPEG, with distinct pixels."""
+    Image = pytest.importorskip("PIL.Image", reason="ImageFolder decodes with Pillow (the vision extra)")
+    root = tmp_path_factory.mktemp("tree")
+    rng = np.random.default_rng(0)
+    for name in ["b", "c", "a"]:
+        os.makedirs(root / name)
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (3, 2), dtype=np.uint8)).save(root / name / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (3, 2), dtype=np.uint8)).save(root / name / "j.jpg")
+    return root
+
+
+def epoch(loader, seed):
+    """The batches of one epoch from ``seed``, and the engine RNG's next draw after it."""
+    ma.manual_seed(seed)
+    batches = [(images, labels) for images, labels in loader]
+    return batches, int(ma.backend.cpu_rng().integers(2**62))
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(num_workers=st.integers(1, 3), batch_size=st.integers(1, 7), shuffle=st.booleans(),
+       drop_last=st.booleans(), subset=st.booleans(), seed=st.integers(0, 2**16))
+def test_workers_yield_the_same_batches_in_the_same_order_as_the_main_process(
+        image_tree, num_workers, batch_size, shuffle, drop_last, subset, seed):
+    from minialex.data import folder
+
+    dataset = folder.ImageFolder(image_tree, transform=RandomFlip())
+    if subset:
+        dataset = Subset(dataset, [14, 0, 3, 7, 9, 11, 2])
+    options = dict(batch_size=batch_size, shuffle=shuffle, drop_last=drop_last)
+    expected, draw_after = epoch(DataLoader(dataset, **options), seed)
+    got, workers_draw_after = epoch(DataLoader(dataset, num_workers=num_workers, prefetch_factor=1, **options), seed)
+    assert workers_draw_after == draw_after  # the main process's RNG made the same draws, no more, no fewer
+    assert len(got) == len(expected) == len(DataLoader(dataset, **options))
+    for (images, labels), (want_images, want_labels) in zip(got, expected):
+        assert images.dtype == want_images.dtype and labels.dtype == want_labels.dtype == np.int64
+        np.testing.assert_array_equal(images, want_images)
+        np.testing.assert_array_equal(labels, want_labels)
+
+
+class RecordingExecutor(ProcessPoolExecutor):
+    """Remembers its worker processes and whether shutdown was called."""
+
+    made = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.workers, self.shut_down = [], False
+        RecordingExecutor.made.append(self)
+
+    def submit(self, *args, **kwargs):
+        future = super().submit(*args, **kwargs)
+        self.workers = list(self._processes.values())
+        return future
+
+    def shutdown(self, *args, **kwargs):
+        self.workers = list((self._processes or {}).values()) or self.workers
+        super().shutdown(*args, **kwargs)
+        self.shut_down = True
+
+
+@pytest.fixture
+def recording_executor(monkeypatch):
+    from minialex.data import loader
+
+    RecordingExecutor.made = []
+    monkeypatch.setattr(loader, "ProcessPoolExecutor", RecordingExecutor)
+    return RecordingExecutor.made
+
+
+def assert_all_shut_down(made):
+    assert len(made) == 1 and made[0].shut_down and made[0].workers
+    assert all(worker.exitcode is not None for worker in made[0].workers), "a worker process is still running"
+
+
+def test_breaking_out_of_the_loop_or_raising_in_it_shuts_the_workers_down(image_tree, recording_executor):
+    from minialex.data import folder
+
+    loader = DataLoader(folder.ImageFolder(image_tree), batch_size=2, num_workers=2)
+    for images, _ in loader:
+        assert images.shape == (2, 1, 3, 2)
+        break
+    assert_all_shut_down(recording_executor)
+    recording_executor.clear()
+    with pytest.raises(ZeroDivisionError):
+        for _ in loader:
+            1 / 0
+    assert_all_shut_down(recording_executor)
+
+
+def test_a_corrupt_image_read_by_a_worker_raises_here_with_the_workers_message(tmp_path, recording_executor):
+    Image = pytest.importorskip("PIL.Image", reason="ImageFolder decodes with Pillow (the vision extra)")
+    from minialex.data import folder
+
+    for i in range(6):
+        os.makedirs(tmp_path / "a", exist_ok=True)
+        Image.fromarray(np.full((2, 2), i, np.uint8)).save(tmp_path / "a" / f"{i}.png")
+    (tmp_path / "a" / "3.png").write_bytes(b"not a png")
+    loader = DataLoader(folder.ImageFolder(tmp_path, transform=lambda images: images), batch_size=2, num_workers=1)
+    seen = []
+    with pytest.raises(folder.ImageDecodeError, match="Pillow cannot decode") as error:
+        for images, _ in loader:
+            seen.append(images[:, 0, 0, 0].tolist())
+    assert str(tmp_path / "a" / "3.png") in str(error.value)
+    assert seen == [[0, 1]]  # the batches before the bad one arrived, in order
+    assert_all_shut_down(recording_executor)
