@@ -1,5 +1,6 @@
-"""``minialex.data``: MNIST and Fashion-MNIST (IDX files, verified download), transforms, a loader."""
+"""``minialex.data``: MNIST and Fashion-MNIST (IDX files, verified download), ImageFolder, transforms, a loader."""
 
+from .folder import ImageDecodeError, ImageFolder
 from .loader import DataLoader, Subset
 from .mnist import MNIST, FashionMNIST, default_root, download_file, read_idx, write_idx
 from .transforms import (
@@ -22,6 +23,8 @@ __all__ = [
     "Compose",
     "DataLoader",
     "FashionMNIST",
+    "ImageDecodeError",
+    "ImageFolder",
     "MNIST",
     "Normalize",
     "Pad",

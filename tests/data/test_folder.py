@@ -10,8 +10,8 @@ PIL = pytest.importorskip("PIL", reason="ImageFolder decodes with Pillow (the vi
 from PIL import Image  # noqa: E402
 
 import minialex as ma  # noqa: E402
-from minialex.data import DataLoader, Subset  # noqa: E402
-from minialex.data.folder import IMG_EXTENSIONS, ImageDecodeError, ImageFolder  # noqa: E402
+from minialex.data import DataLoader, ImageDecodeError, ImageFolder, Subset  # noqa: E402
+from minialex.data.folder import IMG_EXTENSIONS  # noqa: E402
 
 
 def pixels(shape, seed):
