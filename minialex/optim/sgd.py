@@ -46,7 +46,17 @@ class Optimizer:
     A subclass says which hyper-parameters are valid in ``_check_hyper_parameters``;
     the base applies it to the defaults, to every parameter group and to every
     loaded state, so an optimiser never runs with a NaN rate or a negative decay.
+
+    ``self.state`` maps a parameter's index to its buffers, arrays of the
+    parameter's shape; the names in ``count_state`` are instead step counts,
+    plain ints (saved as 0-d int64 arrays). ``state_names``, when set, are the
+    names every parameter's state must hold, so a load cannot leave half a state.
     """
+
+    #: State entries that are a count (an int >= 0), not an array of the parameter's shape.
+    count_state = ()
+    #: The exact entries of one parameter's state, or None for any (checked on load).
+    state_names = None
 
     def __init__(self, params, defaults):
         if isinstance(params, Tensor):
@@ -90,6 +100,9 @@ class Optimizer:
             where = f"{owner}: param group {group_number}" if given_groups else owner
             self.param_groups.append(self._checked_group(group, where))
         self.state = {}  # parameter index (over all groups) -> dict of arrays
+        # One scratch array per (device, dtype), as large as the largest parameter,
+        # reused by every parameter's update: no parameter-sized temporaries per step.
+        self._scratch = {}
 
     def _check_hyper_parameters(self, group, where):
         """Return ``group`` with its hyper-parameters checked and normalised; raise ValueError naming ``where``.
@@ -105,6 +118,18 @@ class Optimizer:
             group["initial_lr"] = check_number(where, "initial_lr", group["initial_lr"])
         return group
 
+    def _scratch_for(self, p):
+        """A scratch array of p's shape, dtype and device: a view of one buffer shared by all parameters."""
+        key = (p.device, p.dtype)
+        buffer = self._scratch.get(key)
+        if buffer is None or buffer.size < p.size:
+            largest = max(q.size for _, _, q in self._indexed_params() if (q.device, q.dtype) == key)
+            xp = backend.get_array_module(p.data)
+            with _on_device_of(p.data):
+                buffer = xp.empty(largest, dtype=p.dtype)
+            self._scratch[key] = buffer
+        return buffer[: p.size].reshape(p.shape)
+
     def _indexed_params(self):
         index = 0
         for group in self.param_groups:
@@ -118,14 +143,21 @@ class Optimizer:
             p.grad = None
 
     def state_dict(self):
-        """{"state": {index: {name: NumPy array}}, "param_groups": [hyper-parameters + param indices]}."""
+        """{"state": {index: {name: NumPy array}}, "param_groups": [hyper-parameters + param indices]}.
+
+        A count (``count_state``, e.g. Adam's "step") is saved as a 0-d int64 array.
+        """
         groups, index = [], 0
         for group in self.param_groups:
             saved = {k: v for k, v in group.items() if k != "params"}
             saved["params"] = list(range(index, index + len(group["params"])))
             index += len(group["params"])
             groups.append(saved)
-        state = {i: {name: backend.to_numpy(a) for name, a in s.items()} for i, s in self.state.items()}
+        state = {
+            i: {name: np.array(a, dtype=np.int64) if name in self.count_state else backend.to_numpy(a)
+                for name, a in s.items()}
+            for i, s in self.state.items()
+        }
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
@@ -176,8 +208,15 @@ class Optimizer:
                 raise ValueError(f"{owner}: state for parameter {i}, but there are only {len(params)}")
             if not isinstance(entries, dict):
                 raise ValueError(f"{owner}: state of parameter {i} must be a dict of arrays, got {_describe(entries)}")
+            if self.state_names is not None and set(entries) != set(self.state_names):
+                raise ValueError(
+                    f"{owner}: state of parameter {i} must hold exactly {', '.join(self.state_names)}; "
+                    f"got {', '.join(map(str, entries)) or 'nothing'}"
+                )
             new_state[i] = {
-                name: _buffer_like(owner, f"{name} of parameter {i}", array, params[i])
+                name: _count(owner, f"{name} of parameter {i}", array)
+                if name in self.count_state
+                else _buffer_like(owner, f"{name} of parameter {i}", array, params[i])
                 for name, array in entries.items()
             }
         return new_groups, new_state
@@ -205,6 +244,21 @@ def _parameter_index(owner, key):
         raise ValueError(f"{owner}: state keys must be parameter indices, got {key!r}") from None
 
 
+def _count(owner, what, value):
+    """A saved step count as an int >= 0: a Python or NumPy integer, a 0-d integer array, or an
+    integral float (PyTorch keeps its step in a float tensor); ValueError otherwise."""
+    ok = isinstance(value, numbers.Real | np.ndarray) and not isinstance(value, bool | np.bool_)
+    if ok:
+        array = np.asarray(value)
+        ok = array.shape == () and array.dtype.kind in "iuf"
+    if ok:
+        number = array.item()
+        ok = math.isfinite(number) and number >= 0 and number == int(number)
+    if not ok:
+        raise ValueError(f"{owner}: {what} must be a count (an integer >= 0), got {_describe(value)}")
+    return int(number)
+
+
 def _buffer_like(owner, what, array, parameter):
     """``array`` as a new array of ``parameter``'s shape, dtype and device; ValueError if it cannot be."""
     try:
@@ -230,9 +284,6 @@ class SGD(Optimizer):
         super().__init__(
             params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay, "nesterov": nesterov}
         )
-        # One scratch array per (device, dtype), as large as the largest parameter,
-        # reused by every parameter's update: no parameter-sized temporaries per step.
-        self._scratch = {}
 
     def _check_hyper_parameters(self, group, where):
         group["lr"] = check_number(where, "lr", group["lr"])
@@ -244,17 +295,6 @@ class SGD(Optimizer):
         if group["nesterov"] and group["momentum"] == 0:
             raise ValueError(f"{where}: nesterov=True needs momentum > 0, got momentum={group['momentum']!r}")
         return group
-
-    def _scratch_for(self, p):
-        key = (p.device, p.dtype)
-        buffer = self._scratch.get(key)
-        if buffer is None or buffer.size < p.size:
-            largest = max(q.size for _, _, q in self._indexed_params() if (q.device, q.dtype) == key)
-            xp = backend.get_array_module(p.data)
-            with _on_device_of(p.data):
-                buffer = xp.empty(largest, dtype=p.dtype)
-            self._scratch[key] = buffer
-        return buffer[: p.size].reshape(p.shape)
 
     def step(self):
         """Update every parameter that has a gradient, in place."""
