@@ -415,10 +415,134 @@ def figure_softmax():
     save(figure, "softmax_xent.png")
 
 
+# --------------------------------------------------------------------------- data augmentation (real images)
+
+
+def test_images(dataset, indices):
+    """Some real test images of MNIST or Fashion-MNIST as float (n, 1, 28, 28) in [0, 1].
+
+    Read from the project's copy in ../shared/data when it is there, otherwise downloaded (MD5-checked)."""
+    from minialex.data import MNIST, FashionMNIST, ToFloat
+
+    shared = os.path.join(ROOT, "..", "shared", "data", dataset)
+    kind = MNIST if dataset == "mnist" else FashionMNIST
+    data = kind(root=shared if os.path.isdir(shared) else None, train=False)
+    return ToFloat(np.float64)(data.images[indices])
+
+
+def show(ax, image, title=None, window=None, color=ORANGE, caption=None):
+    """Draw (1 or 3, H, W) in [0, 1] (``caption`` below it); ``window`` (top, left, h, w) is outlined, the
+    rest dimmed."""
+    picture = np.clip(np.moveaxis(image, 0, -1), 0, 1)
+    if window is not None:
+        top, left, h, w = window
+        inside = np.zeros(picture.shape[:2], bool)
+        inside[top:top + h, left:left + w] = True
+        picture = np.where(inside[..., None], picture, 0.35 * picture + 0.25)
+        ax.add_patch(Rectangle((left - 0.5, top - 0.5), w, h, fill=False, edgecolor=color, lw=1.5))
+    ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=7)
+    if caption:
+        ax.set_xlabel(caption, fontsize=7)
+
+
+def crop_windows(crop, images, size):
+    """Apply a crop to the images and learn where each window came from: the images are cropped together
+    with two extra channels holding each pixel's row and column, which the crop moves with the pixels."""
+    n, _, height, width = images.shape
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    coordinates = np.broadcast_to(np.stack([rows, cols]).astype(images.dtype), (n, 2, height, width))
+    out = crop(np.concatenate([images, coordinates], axis=1))
+    return out[:, :-2], [(int(o[-2, 0, 0]), int(o[-1, 0, 0]), size, size) for o in out]
+
+
+def figure_augment_crop_flip():
+    """RandomCrop (with padding, and without: where the window fell), CenterCrop and RandomHorizontalFlip."""
+    from minialex.data import CenterCrop, RandomCrop, RandomHorizontalFlip
+
+    images = np.concatenate([test_images("mnist", [0, 1, 2, 3]), test_images("fashion-mnist", [0, 1, 2, 3])])
+    ma.manual_seed(0)
+    shifted = RandomCrop(28, padding=4)(images)
+    _, windows = crop_windows(RandomCrop(20), images, 20)
+    center = CenterCrop(20)
+    centre_top = int(round((28 - 20) / 2.0))
+    assert np.array_equal(center(images), images[:, :, centre_top:centre_top + 20, centre_top:centre_top + 20])
+    flip = RandomHorizontalFlip(0.5)
+    flipped = flip(images)
+    rows = ["original", "RandomCrop(28,\npadding=4)", "RandomCrop(20)", "CenterCrop(20)", "RandomHorizontal-\nFlip(0.5)"]
+    figure, axes = plt.subplots(len(rows), len(images), figsize=(8.2, 6.4))
+    for k, image in enumerate(images):
+        show(axes[0, k], image)
+        show(axes[1, k], shifted[k])
+        show(axes[2, k], image, caption=f"offset {windows[k][:2]}", window=windows[k])
+        show(axes[3, k], image, window=(centre_top, centre_top, 20, 20), color=BLUE)
+        mirrored = not np.array_equal(flipped[k], image)
+        show(axes[4, k], flipped[k], caption="flipped" if mirrored else "kept")
+    for r, label in enumerate(rows):
+        axes[r, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    figure.text(0.5, 0.02, "Real MNIST and Fashion-MNIST test images (ma.manual_seed(0)). Padding shifts each image by "
+                "up to 4 pixels (zero fill); a 20x20 crop is drawn as its window (the rest dimmed); "
+                "CenterCrop's window is the same for every image.", ha="center", fontsize=7, wrap=True)
+    save(figure, "augment_crop_flip.png")
+
+
+def figure_augment_ten_crop():
+    """The ten crops of one image in torchvision's order."""
+    from minialex.data import TenCrop
+
+    image = test_images("fashion-mnist", [0])  # an ankle boot: not symmetric, so the mirror shows
+    crops = TenCrop(20)(image)[:, 0]
+    _, _, height, width = image.shape
+    centre = int(round((28 - 20) / 2.0))
+    corners = [(0, 0), (0, width - 20), (height - 20, 0), (height - 20, width - 20), (centre, centre)]
+    names = ["top-left", "top-right", "bottom-left", "bottom-right", "centre"]
+    figure, axes = plt.subplots(2, 7, figsize=(9.5, 3.0), gridspec_kw={"width_ratios": [1.4, 0.15, 1, 1, 1, 1, 1]})
+    for r, source in enumerate([image[0], image[0][..., ::-1]]):
+        show(axes[r, 0], source, "image" if r == 0 else "flipped image")
+        axes[r, 1].axis("off")
+        for k in range(5):
+            top, left = corners[k]
+            assert np.array_equal(crops[5 * r + k], source[:, top:top + 20, left:left + 20])
+            show(axes[r, 2 + k], crops[5 * r + k], f"[{5 * r + k}] {names[k]}")
+    figure.text(0.5, -0.02, "TenCrop(20) of a 28x28 Fashion-MNIST test image: out[0..4] are the corners and centre of the "
+                "image, out[5..9] the same five of its mirror image (torchvision's order).", ha="center", fontsize=8)
+    save(figure, "augment_ten_crop.png")
+
+
+def figure_augment_pca_lighting():
+    """PCALighting with ImageNet's components on real (grey, so R = G = B) images, at the paper's std and larger."""
+    from minialex.data import PCALighting
+
+    grey = test_images("fashion-mnist", [0, 1, 2, 3, 4])
+    images = np.repeat(grey, 3, axis=1)  # RGB with R = G = B
+    stds = [0.1, 0.5, 1.0]
+    figure, axes = plt.subplots(1 + len(stds), len(images), figsize=(7.6, 6.6))
+    for k, image in enumerate(images):
+        show(axes[0, k], image)
+    for r, std in enumerate(stds, 1):
+        ma.manual_seed(r)
+        out = PCALighting(std)(images)
+        for k in range(len(images)):
+            offset = (out[k] - images[k])[:, 0, 0]
+            show(axes[r, k], out[k], caption="R {:+.3f}\nG {:+.3f}  B {:+.3f}".format(*offset))
+        axes[r, 0].set_ylabel(f"std = {std}", fontsize=8, rotation=0, ha="right", va="center")
+    axes[0, 0].set_ylabel("original\n(R = G = B)", fontsize=8, rotation=0, ha="right", va="center")
+    figure.text(0.5, -0.04, "PCALighting with fb.resnet.torch's ImageNet eigenvalues and eigenvectors on Fashion-MNIST test "
+                "images copied to R, G and B: one RGB offset per image, the same on every pixel (shown clipped to "
+                "[0, 1]). std = 0.1 is the paper's; the larger ones make the directions visible: brightness "
+                "(first component) and red against blue (second).", ha="center", fontsize=7, wrap=True)
+    save(figure, "augment_pca_lighting.png")
+
+
 def main():
     os.makedirs(FIGURES, exist_ok=True)
     for make in (figure_im2col, figure_groups, figure_pool, figure_lrn, figure_relu, figure_dropout, figure_linear,
-                 figure_softmax, figure_sgd, figure_towers, figure_graph):
+                 figure_softmax, figure_sgd, figure_towers, figure_graph, figure_augment_crop_flip,
+                 figure_augment_ten_crop, figure_augment_pca_lighting):
         make()
 
 
