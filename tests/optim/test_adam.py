@@ -228,8 +228,6 @@ def test_parameters_without_a_gradient_keep_their_state_and_step_count_as_in_tor
 
 def test_param_groups_and_a_changed_learning_rate_agree_with_torch(torch):
     initial, grads = make_problem(9, [(3, 4), (5,), (2, 2)], 8, np.float64)
-    ours = [ma.tensor(p.copy(), requires_grad=True) for p in initial]
-    theirs = [torch.nn.Parameter(torch.from_numpy(p.copy())) for p in initial]
 
     def groups(ps):
         return [{"params": ps[:1], "lr": 0.05, "betas": (0.5, 0.9)}, {"params": ps[1:], "weight_decay": 0.1}]
@@ -250,7 +248,6 @@ def test_param_groups_and_a_changed_learning_rate_agree_with_torch(torch):
             topt.step()
         for p, t in zip(a, b):
             np.testing.assert_allclose(p.data, t.detach().numpy(), rtol=1e-12, atol=1e-15)
-    del ours, theirs
 
 
 # --------------------------------------------------------------------------- in place, frozen, versions
