@@ -31,16 +31,26 @@ import minialex as ma
 import minialex.functional as F
 from minialex import backend, models, optim
 from minialex.checkpoint import load_checkpoint, save_checkpoint
-from minialex.data import MNIST, Compose, DataLoader, FashionMNIST, Normalize, RandomShiftCrop, Resize, Subset, ToFloat
+from minialex.data import (MNIST, CenterCrop, Compose, DataLoader, FashionMNIST, Normalize, Pad, PCALighting,
+                           RandomCrop, RandomHorizontalFlip, RandomShiftCrop, Resize, Subset, ToFloat, ten_crop_predict)
 from minialex.io import atomic_write
 
 DATASETS = {"mnist": (MNIST, Normalize.MNIST), "fashion-mnist": (FashionMNIST, Normalize.FASHION_MNIST)}
+# --dataset folder: --data-dir holds train/ and test/ folders of class folders (ImageFolder trees).
+FOLDER = "folder"
+# Digits must not be mirrored (a flipped 2 is no digit); clothes and most photos may.
+FLIP_IS_SAFE = {"mnist": False, "fashion-mnist": True, FOLDER: True}
+# --augment on 28x28 images: random 28x28 crops of the image zero-padded by this many pixels.
+CROP_PADDING = 2
 
 # The options that shape the run and are stored in its checkpoint. --resume takes them from the
 # checkpoint; giving one of them with a different value is an error (see check_resume_options).
 # --epochs may change (to extend a run); --device, --data-dir and the output options may too.
-RUN_SETTINGS = ("dataset", "model", "init", "batch_size", "lr", "momentum", "weight_decay", "nesterov", "scheduler",
-                "step_size", "gamma", "warmup_steps", "shift", "seed", "limit_train", "limit_test")
+RUN_SETTINGS = ("dataset", "model", "init", "optimizer", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
+                "scheduler", "step_size", "gamma", "warmup_steps", "shift", "augment", "val_split", "seed",
+                "limit_train", "limit_test")
+# --lr when it is not given: SGD's rate for this net, and Adam's usual default.
+DEFAULT_LR = {"sgd": 0.02, "adam": 1e-3, "adamw": 1e-3}
 
 # The warm-up may take at most this fraction of the run's steps: a warm-up longer than the run
 # never reaches the chosen rate. (--limit-train 3000 --epochs 1 is 47 steps: with the 300-step
@@ -54,23 +64,29 @@ OUTPUT_FILES = ("metrics.json", "metrics.csv", "curves.png")
 
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(DATASETS), default="mnist")
+    parser.add_argument("--dataset", choices=sorted(DATASETS) + [FOLDER], default="mnist",
+                        help="folder: your own images, --data-dir holding train/<class>/* and test/<class>/*")
     parser.add_argument("--data-dir", default=None,
-                        help="folder with the four .gz files; default: the download cache ($MINIALEX_DATA or ~/.cache/minialex)")
+                        help="folder with the four .gz files (or the train/ and test/ folders of --dataset folder); "
+                             "default: the download cache ($MINIALEX_DATA or ~/.cache/minialex)")
     parser.add_argument("--model", choices=["alexnet-mnist", "alexnet"], default="alexnet-mnist",
                         help="alexnet-mnist: the 28x28 net (CPU, minutes); alexnet: the 227x227 single-tower net (GPU)")
     parser.add_argument("--init", choices=list(models.INITIALISATIONS), default="kaiming",
                         help="weight initialisation (He's 'kaiming' starts learning soonest)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=0.02)
-    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd",
+                        help="sgd: with --momentum (and --nesterov); adam: weight decay added to the gradient; "
+                             "adamw: weight decay applied to the weights (decoupled)")
+    parser.add_argument("--lr", type=float, default=None, help="default: 0.02 for sgd, 0.001 for adam and adamw")
+    parser.add_argument("--momentum", type=float, default=0.9, help="sgd only")
     parser.add_argument("--weight-decay", type=float, default=5e-4)
-    parser.add_argument("--nesterov", action="store_true")
+    parser.add_argument("--nesterov", action="store_true", help="sgd only")
     parser.add_argument("--scheduler", choices=["none", "step", "plateau", "cosine"], default=None,
                         help="default: step for alexnet-mnist, cosine for alexnet (made for one-epoch GPU runs); "
                              "step: multiply the rate by --gamma every --step-size epochs; "
-                             "plateau: divide by 10 when the test loss stalls (the paper's rule); "
+                             "plateau: divide by 10 when the validation loss stalls (the paper's rule; needs "
+                             "--val-split); "
                              "cosine: lower it every batch along half a cosine, to 0 at the end of the run")
     parser.add_argument("--step-size", type=int, default=3)
     parser.add_argument("--gamma", type=float, default=0.1)
@@ -79,13 +95,25 @@ def build_parser():
                              "unnormalised 8-layer net sometimes never leaves chance level. At most a quarter of "
                              "the run's steps: a longer warm-up is shortened to that, with a notice")
     parser.add_argument("--shift", type=int, default=0, help="random shift augmentation, in pixels (0: none)")
+    parser.add_argument("--augment", action="store_true",
+                        help="the training-image recipe: for the 28x28 net random 28x28 crops of the image padded "
+                             f"by {CROP_PADDING} (and horizontal flips, except for digits); for the 227x227 net "
+                             "the paper's resize to 256, random 227x227 crops, flips and PCA colour noise (colour "
+                             "images)")
+    parser.add_argument("--ten-crop", action="store_true",
+                        help="test on ten crops of each image (corners, centre and their mirror images) and "
+                             "average the ten softmax outputs")
+    parser.add_argument("--val-split", type=int, default=0, metavar="N",
+                        help="hold out N training images (drawn with --seed) as a validation set: the plateau "
+                             "scheduler and the blow-up check use it; the test set is only reported")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None, help="checkpoint path (default: <out-dir>/checkpoint.npz)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from --checkpoint with the settings stored in it (dataset, model, init, "
-                             "batch size, lr, momentum, weight decay, nesterov, scheduler, step size, gamma, "
-                             "warm-up, shift, seed, limits), as loading PyTorch's state_dicts would; an option "
+                             "optimizer, batch size, lr, momentum, weight decay, nesterov, scheduler, step size, "
+                             "gamma, warm-up, shift, augment, val split, seed, limits), as loading PyTorch's "
+                             "state_dicts would; an option "
                              "among these given with another value is an error (start a new run in another "
                              "--out-dir instead). --epochs may change, to extend the run")
     parser.add_argument("--out-dir", default=None, help="metrics and plots (default: runs/<dataset>-<model>)")
@@ -112,8 +140,18 @@ def parse_args(argv=None):
     for name in ("limit_train", "limit_test"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.lr <= 0:
-        parser.error(f"--lr must be positive, got {args.lr}")
+    if args.lr is None:
+        args.lr = DEFAULT_LR[args.optimizer]
+    if not args.lr > 0 or not math.isfinite(args.lr):
+        parser.error(f"--lr must be a positive number, got {args.lr}")
+    if args.optimizer != "sgd":
+        for name in ("momentum", "nesterov"):
+            if name in args.given:
+                parser.error(f"--{name} is for --optimizer sgd; {args.optimizer} keeps its own moment estimates")
+    if args.val_split < 0:
+        parser.error(f"--val-split must be at least 0, got {args.val_split}")
+    if args.dataset == FOLDER and args.data_dir is None:
+        parser.error("--dataset folder needs --data-dir (a folder with train/ and test/ class folders)")
     args.scheduler = args.scheduler or default_scheduler(args.model)
     args.out_dir = args.out_dir or os.path.join("runs", f"{args.dataset}-{args.model}")
     args.checkpoint = args.checkpoint or os.path.join(args.out_dir, "checkpoint.npz")
@@ -199,10 +237,10 @@ def plan_warmup(args, steps_per_epoch):
     return limit
 
 
-def non_finite_problem(test_loss, model):
+def non_finite_problem(loss, model, which="test"):
     """What is infinite or NaN about the model after an epoch, or None when it is all finite."""
-    if not math.isfinite(test_loss):
-        return f"the test loss became {test_loss}"
+    if not math.isfinite(loss):
+        return f"the {which} loss became {loss}"
     for name, parameter in model.named_parameters():
         xp = backend.get_array_module(parameter.data)
         if not bool(xp.isfinite(parameter.data).all()):
@@ -210,35 +248,112 @@ def non_finite_problem(test_loss, model):
     return None
 
 
-def build_data(args):
-    dataset_class, (mean, std) = DATASETS[args.dataset]
-    common = [ToFloat(), Normalize(mean, std)]
-    if args.model == "alexnet":
-        common.append(Resize(227))  # the seed tutorial's 227x227 input
-    train_transform = Compose(([RandomShiftCrop(args.shift)] if args.shift else []) + common)
+def load_datasets(args, train_transform, test_transform):
+    """(training set with train_transform, the same images with test_transform, test set, class count)."""
+    if args.dataset == FOLDER:
+        from minialex.data import ImageFolder  # noqa: PLC0415 - needs Pillow (the vision extra)
+
+        roots = [os.path.join(args.data_dir, split) for split in ("train", "test")]
+        train, train_plain, test = (ImageFolder(root, transform=transform) for root, transform in
+                                    ((roots[0], train_transform), (roots[0], test_transform), (roots[1], test_transform)))
+        if test.classes != train.classes:
+            raise SystemExit(f"--data-dir: {roots[1]} has classes {test.classes}, {roots[0]} has {train.classes}")
+        return train, train_plain, test, len(train.classes)
+    dataset_class = DATASETS[args.dataset][0]
     train = dataset_class(args.data_dir, train=True, transform=train_transform)
-    test = dataset_class(args.data_dir, train=False, transform=Compose(common))
-    root = train.root
+    train_plain = dataset_class(args.data_dir, train=True, transform=test_transform)
+    test = dataset_class(args.data_dir, train=False, transform=test_transform)
+    return train, train_plain, test, len(train.classes)
+
+
+def folder_statistics(args):
+    """Channels and per-channel mean and std (on the [0, 1] scale) of up to 1,000 training images."""
+    from minialex.data import ImageFolder  # noqa: PLC0415 - needs Pillow (the vision extra)
+
+    raw = ImageFolder(os.path.join(args.data_dir, "train"))
+    if len(raw) == 0:
+        raise SystemExit(f"--data-dir: {raw.root} holds no images")
+    sample = np.random.default_rng(args.seed).permutation(len(raw))[:1000]
+    images, _ = raw.get_batch(np.sort(sample))
+    pixels = images.astype(np.float64) / 255
+    return images.shape[1], pixels.mean(axis=(0, 2, 3)), pixels.std(axis=(0, 2, 3)) + 1e-8
+
+
+def build_transforms(args, channels, mean, std):
+    """(training transform, test transform, ten-crop size or None), the recipe of --augment and --ten-crop.
+
+    Random crops and flips work on the raw images (a zero pad is black, as in torchvision);
+    PCA colour noise on colours scaled to [0, 1], before normalising.
+    """
+    to_float = [ToFloat()]
+    normalise = [Normalize(mean, std)]
+    flip = [RandomHorizontalFlip()] if FLIP_IS_SAFE[args.dataset] else []
+    if args.model == "alexnet":
+        if args.augment:  # the paper: 256x256 images, random 227x227 crops, mirrors, PCA lighting
+            lighting = [PCALighting()] if channels == 3 else []
+            train = to_float + lighting + normalise + [Resize(256), RandomCrop(227)] + flip
+        else:
+            train = to_float + normalise + [Resize(227)]
+        test = to_float + normalise + ([Resize(256)] if args.ten_crop else
+                                       [Resize(256), CenterCrop(227)] if args.augment else [Resize(227)])
+        ten_crop_size = 227 if args.ten_crop else None
+    else:
+        shift = [RandomShiftCrop(args.shift)] if args.shift else []
+        train = ([RandomCrop(28, padding=CROP_PADDING)] + flip if args.augment else []) + shift + to_float + normalise
+        # Ten 28x28 crops of the image padded as for training: the views the net was trained on.
+        test = ([Pad(CROP_PADDING)] if args.ten_crop else []) + to_float + normalise
+        ten_crop_size = 28 if args.ten_crop else None
+    return Compose(train), Compose(test), ten_crop_size
+
+
+def build_data(args):
+    """Training, validation (or None) and test loaders, the class count, the channels and the ten-crop size."""
+    if args.dataset == FOLDER:
+        channels, mean, std = folder_statistics(args)
+    else:
+        channels, (mean, std) = 1, DATASETS[args.dataset][1]
+    train_transform, test_transform, ten_crop_size = build_transforms(args, channels, mean, std)
+    train, train_plain, test, num_classes = load_datasets(args, train_transform, test_transform)
+    root = getattr(train, "root", args.data_dir)
     if args.limit_train:
-        train = Subset(train, np.arange(min(args.limit_train, len(train))))
+        keep = np.arange(min(args.limit_train, len(train)))
+        train, train_plain = Subset(train, keep), Subset(train_plain, keep)
     if args.limit_test:
         test = Subset(test, np.arange(min(args.limit_test, len(test))))
+    val = None
+    if args.val_split:
+        if args.val_split >= len(train):
+            raise SystemExit(f"--val-split {args.val_split} leaves no training images (there are {len(train)})")
+        # Its own generator: the split is the same for every run with this --seed, whatever else draws.
+        order = np.random.default_rng(args.seed).permutation(len(train))
+        val = Subset(train_plain, np.sort(order[:args.val_split]))  # evaluated like the test set
+        train = Subset(train, np.sort(order[args.val_split:]))
     # An empty set would only show up as a division by zero at the end of the first epoch.
     for split, dataset in (("training", train), ("test", test)):
         if len(dataset) == 0:
-            raise ValueError(f"the {split} set is empty: {dataset_class.__name__} in "
-                             f"{root!r} has 0 {split} images")
-    return (DataLoader(train, args.batch_size, shuffle=True, drop_last=False, device=args.device),
-            DataLoader(test, 500, device=args.device))
+            raise ValueError(f"the {split} set is empty: {args.dataset} in {root!r} has 0 {split} images")
+    loaders = (DataLoader(train, args.batch_size, shuffle=True, drop_last=False, device=args.device),
+               None if val is None else DataLoader(val, 500, device=args.device),
+               DataLoader(test, 500, device=args.device))
+    return loaders, num_classes, channels, ten_crop_size
 
 
-def build_model(args):
+def build_model(args, num_classes, channels):
     if args.model == "alexnet":
-        # The seed tutorial's tf.keras AlexNet: single tower, no LRN, one input channel.
-        model = models.alexnet(num_classes=10, in_channels=1, groups=1, lrn=False, init=args.init)
+        # The single-tower net for 227x227 input, without LRN, on one channel for digits.
+        model = models.alexnet(num_classes=num_classes, in_channels=channels, groups=1, lrn=False, init=args.init)
     else:
-        model = models.alexnet_mnist(num_classes=10, in_channels=1, init=args.init)
+        model = models.alexnet_mnist(num_classes=num_classes, in_channels=channels, init=args.init)
     return model.to(args.device)
+
+
+def build_optimizer(args, model):
+    if args.optimizer == "adam":
+        return optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    if args.optimizer == "adamw":
+        return optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    return optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                     weight_decay=args.weight_decay, nesterov=args.nesterov)
 
 
 def build_scheduler(args, optimizer, steps_per_epoch):
@@ -328,14 +443,22 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
     return total_loss / total_seen, rates_used[0], rates_used[-1]
 
 
-def evaluate(model, loader):
+def evaluate(model, loader, ten_crop_size=None):
+    """Mean cross-entropy and accuracy; with ``ten_crop_size``, of the ten crops' averaged softmax."""
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     with ma.no_grad():
         for images, labels in loader:
-            logits = model(ma.Tensor(images))
-            total_loss += F.cross_entropy(logits, labels).item() * len(labels)
-            predictions = logits.data.argmax(axis=1)
+            if ten_crop_size is None:
+                logits = model(ma.Tensor(images))
+                total_loss += F.cross_entropy(logits, labels).item() * len(labels)
+                predictions = logits.data.argmax(axis=1)
+            else:  # the mean of the ten crops' probabilities, as the paper tested
+                probabilities = ten_crop_predict(model, images, ten_crop_size).data
+                xp = backend.get_array_module(probabilities)
+                picked = probabilities[xp.arange(len(labels)), labels]
+                total_loss -= float(xp.log(xp.maximum(picked, xp.finfo(picked.dtype).tiny)).sum())
+                predictions = probabilities.argmax(axis=1)
             correct += int((predictions == labels).sum())
             seen += len(labels)
     return total_loss / seen, correct / seen
@@ -361,11 +484,17 @@ def write_metrics(out_dir, history):
     epochs = [row["epoch"] for row in history]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     left.plot(epochs, [row["train_loss"] for row in history], "o-", label="train")
+    validated = [row for row in history if "val_loss" in row]
+    if validated:
+        left.plot([row["epoch"] for row in validated], [row["val_loss"] for row in validated], "o-", label="validation")
+        right.plot([row["epoch"] for row in validated], [100 * row["val_accuracy"] for row in validated], "o-",
+                   label="validation")
     left.plot(epochs, [row["test_loss"] for row in history], "o-", label="test")
     left.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     left.legend()
-    right.plot(epochs, [100 * row["test_accuracy"] for row in history], "o-")
-    right.set(xlabel="epoch", ylabel="%", title="test accuracy")
+    right.plot(epochs, [100 * row["test_accuracy"] for row in history], "o-", label="test")
+    right.set(xlabel="epoch", ylabel="%", title="accuracy")
+    right.legend()
     figure.tight_layout()
     with atomic_write(os.path.join(out_dir, "curves.png")) as file:
         figure.savefig(file, format="png", dpi=100)
@@ -387,11 +516,13 @@ def main(argv=None):
             raise SystemExit(f"--resume: no checkpoint at {args.checkpoint}")
         check_resume_options(args, read_checkpoint_record(args.checkpoint))  # before anything is built from args
 
+    if args.scheduler == "plateau" and args.val_split == 0:  # checked once a resumed run has its settings
+        raise SystemExit("--scheduler plateau decides on a validation loss: give --val-split N "
+                         "(the test set is never used for a decision)")
     ma.manual_seed(args.seed)
-    train_loader, test_loader = build_data(args)
-    model = build_model(args)
-    optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
-                          weight_decay=args.weight_decay, nesterov=args.nesterov)
+    (train_loader, val_loader, test_loader), num_classes, channels, ten_crop_size = build_data(args)
+    model = build_model(args, num_classes, channels)
+    optimizer = build_optimizer(args, model)
     scheduler = build_scheduler(args, optimizer, len(train_loader))
     batch_scheduler = scheduler if isinstance(scheduler, optim.CosineAnnealingLR) else None
     history, first_epoch, last_good_epoch = [], 1, None
@@ -413,8 +544,9 @@ def main(argv=None):
     if not hasattr(args, "warmup_steps_used"):  # a resumed run keeps the warm-up it was planned with
         args.warmup_steps_used = plan_warmup(args, len(train_loader))
 
-    print(f"{args.model} on {args.dataset}: {len(train_loader.dataset)} training images, "
-          f"{len(test_loader.dataset)} test images, device {args.device}", flush=True)
+    held_out = f"{len(val_loader.dataset)} validation images, " if val_loader is not None else ""
+    print(f"{args.model} on {args.dataset}: {len(train_loader.dataset)} training images, {held_out}"
+          f"{len(test_loader.dataset)} test images, {args.optimizer}, device {args.device}", flush=True)
     for epoch in range(first_epoch, args.epochs + 1):
         start = time.perf_counter()
         try:
@@ -424,22 +556,28 @@ def main(argv=None):
             print(f"stopping: {error}; {describe_checkpoint(args.checkpoint, last_good_epoch)}. "
                   "Try a smaller --lr.", file=sys.stderr)
             return 2
-        test_loss, test_accuracy = evaluate(model, test_loader)
+        val_loss, val_accuracy = evaluate(model, val_loader) if val_loader is not None else (None, None)
+        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size)  # reported, never decided on
         seconds = time.perf_counter() - start
         # The last step of an epoch can blow the weights up although its loss (taken before the
         # step) was finite: check before this model may replace the last good checkpoint.
-        problem = non_finite_problem(test_loss, model)
+        problem = (non_finite_problem(test_loss, model) if val_loss is None
+                   else non_finite_problem(val_loss, model, "validation"))
         if problem is not None:
             print(f"stopping: {problem} at the end of epoch {epoch}; it was not saved, "
                   f"{describe_checkpoint(args.checkpoint, last_good_epoch)}. Try a smaller --lr.", file=sys.stderr)
             return 2
         if isinstance(scheduler, optim.ReduceLROnPlateau):
-            scheduler.step(test_loss)
+            scheduler.step(val_loss)  # the paper's rule, on held-out training images
         elif scheduler is not None and scheduler is not batch_scheduler:
             scheduler.step()
-        history.append({"epoch": epoch, "lr": first_lr, "last_lr": last_lr, "train_loss": train_loss,
-                        "test_loss": test_loss, "test_accuracy": test_accuracy, "seconds": round(seconds, 2)})
-        print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, test loss {test_loss:.4f}, "
+        row = {"epoch": epoch, "lr": first_lr, "last_lr": last_lr, "train_loss": train_loss}
+        if val_loss is not None:
+            row.update(val_loss=val_loss, val_accuracy=val_accuracy)
+        row.update(test_loss=test_loss, test_accuracy=test_accuracy, seconds=round(seconds, 2))
+        history.append(row)
+        validation = f"val loss {val_loss:.4f}, val accuracy {100 * val_accuracy:.2f}%, " if val_loss is not None else ""
+        print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, {validation}test loss {test_loss:.4f}, "
               f"test accuracy {100 * test_accuracy:.2f}%, {describe_rates(first_lr, last_lr)}, {seconds:.1f} s",
               flush=True)
         save_checkpoint(args.checkpoint, model, optimizer, scheduler, epoch=epoch, history=history,
@@ -450,6 +588,10 @@ def main(argv=None):
         print(f"nothing to do: the checkpoint is already at epoch {first_epoch - 1} of {args.epochs}")
     if not history:
         return 0
+    if "val_accuracy" in history[-1]:
+        best = max(history, key=lambda row: row.get("val_accuracy", -1.0))
+        print(f"best validation accuracy: {100 * best['val_accuracy']:.2f}% after epoch {best['epoch']} "
+              f"(test accuracy then {100 * best['test_accuracy']:.2f}%)")
     print(f"test accuracy: {100 * history[-1]['test_accuracy']:.2f}%")
     return 0
 

@@ -177,7 +177,7 @@ def test_a_non_finite_loss_later_keeps_the_last_good_checkpoint_loadable(example
     assert not list(out_dir.glob("*.tmp"))
 
     # It can be loaded into the model, and training can resume from it.
-    example_model = example.build_model(example.parse_args(["--out-dir", str(out_dir)]))
+    example_model = example.build_model(example.parse_args(["--out-dir", str(out_dir)]), 10, 1)
     from minialex.checkpoint import load_checkpoint  # noqa: PLC0415
 
     assert load_checkpoint(out_dir / "checkpoint.npz", example_model)["epoch"] == 1
@@ -305,7 +305,7 @@ def test_a_blow_up_on_an_epochs_last_step_is_not_saved_over_the_last_good_checkp
 
 
 def test_non_finite_problem_names_the_parameter_even_when_the_test_loss_is_finite(example_module):
-    model = example_module.build_model(example_module.parse_args([]))
+    model = example_module.build_model(example_module.parse_args([]), 10, 1)
     assert example_module.non_finite_problem(0.5, model) is None
     assert "test loss" in example_module.non_finite_problem(float("nan"), model)
     name, parameter = list(model.named_parameters())[-1]
@@ -318,7 +318,8 @@ def test_non_finite_problem_names_the_parameter_even_when_the_test_loss_is_finit
 # A value different from any default, for each setting --resume takes from the checkpoint.
 OTHER_VALUES = {"dataset": "fashion-mnist", "model": "alexnet", "init": "paper", "batch_size": 7, "lr": 0.123,
                 "momentum": 0.5, "weight_decay": 0.0, "nesterov": True, "scheduler": "plateau", "step_size": 9,
-                "gamma": 0.7, "warmup_steps": 11, "shift": 3, "seed": 42, "limit_train": 100, "limit_test": 10}
+                "gamma": 0.7, "warmup_steps": 11, "shift": 3, "seed": 42, "limit_train": 100, "limit_test": 10,
+                "optimizer": "adamw", "augment": True, "val_split": 5}
 
 
 def command_line(name, value):
@@ -479,3 +480,87 @@ def test_an_empty_dataset_is_a_clear_valueerror_before_training(example_module, 
     write_fake_mnist(data_dir, train_count, test_count)
     with pytest.raises(ValueError, match=f"the {split} set is empty: .*has 0 {split} images"):
         run(example_module, "--data-dir", data_dir, "--no-progress", "--epochs", 1, "--out-dir", tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- the recipe: validation, optimisers, augmentation
+
+
+def test_val_split_holds_out_training_images_and_the_plateau_scheduler_decides_on_them(example, tmp_path):
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--val-split", 16,
+                               "--scheduler", "plateau", "--out-dir", tmp_path)
+    assert code == 0, stderr
+    assert "48 training images, 16 validation images, 50 test images" in stdout
+    history = json.loads((tmp_path / "metrics.json").read_text())
+    for row in history:
+        assert {"val_loss", "val_accuracy", "test_loss", "test_accuracy"} <= set(row)
+        assert 0 <= row["val_accuracy"] <= 1
+    assert "best validation accuracy" in stdout
+
+
+def test_val_split_is_disjoint_from_training_and_the_same_for_a_seed(example_module):
+    args = example_module.parse_args(["--data-dir", str(MNIST_DIR), *TINY, "--val-split", "20"])
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("the shared MNIST files are missing")
+    (train, val, _), classes, channels, ten_crop = example_module.build_data(args)
+    assert (classes, channels, ten_crop) == (10, 1, None)
+    train_indices, val_indices = set(train.dataset.indices.tolist()), set(val.dataset.indices.tolist())
+    assert not train_indices & val_indices and len(train_indices | val_indices) == 64
+    (_, val_again, _), *_ = example_module.build_data(args)
+    assert val_again.dataset.indices.tolist() == sorted(val_indices)
+
+
+def test_the_plateau_scheduler_without_a_validation_split_is_refused(example_module, tmp_path):
+    with pytest.raises(SystemExit, match="--val-split"):
+        run(example_module, "--scheduler", "plateau", "--out-dir", tmp_path)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_and_adamw_train_and_resume(example, tmp_path, optimizer):
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 1, "--optimizer", optimizer,
+                               "--warmup-steps", 0, "--out-dir", tmp_path)
+    assert code == 0, stderr
+    assert f", {optimizer}, device cpu" in stdout
+    arrays, meta = model_arrays(tmp_path / "checkpoint.npz")
+    assert meta["args"]["optimizer"] == optimizer and meta["args"]["lr"] == 1e-3
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 2, "--resume",
+                               "--out-dir", tmp_path)
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())[-1]["epoch"] == 2
+
+
+def test_momentum_with_adam_is_refused(example_module):
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+        example_module.parse_args(["--optimizer", "adam", "--momentum", "0.5"])
+    assert "--momentum is for --optimizer sgd" in err.getvalue()
+
+
+def test_augment_and_ten_crop_run_and_crop_the_training_images(example, tmp_path):
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 1, "--augment", "--ten-crop",
+                               "--warmup-steps", 0, "--out-dir", tmp_path)
+    assert code == 0, stderr
+    args = example.parse_args(["--data-dir", str(MNIST_DIR), *TINY, "--augment", "--ten-crop"])
+    train_transform, test_transform, ten_crop = example.build_transforms(args, 1, 0.0, 1.0)
+    names = [type(t).__name__ for t in train_transform.transforms]
+    assert names[0] == "RandomCrop" and "RandomHorizontalFlip" not in names  # digits are never mirrored
+    assert ten_crop == 28 and type(test_transform.transforms[0]).__name__ == "Pad"
+    fashion = example.parse_args(["--dataset", "fashion-mnist", "--augment"])
+    assert "RandomHorizontalFlip" in [type(t).__name__ for t in example.build_transforms(fashion, 1, 0.0, 1.0)[0].transforms]
+
+
+def test_ten_crop_evaluation_averages_the_softmax_of_the_ten_crops(example_module):
+    import minialex as ma
+    import minialex.functional as F
+    from minialex import models
+    from minialex.data import TenCrop
+
+    ma.manual_seed(0)
+    model = models.alexnet_mnist()
+    images = np.random.default_rng(0).standard_normal((3, 1, 32, 32)).astype(np.float32)
+    labels = np.array([1, 7, 3])
+    loss, accuracy = example_module.evaluate(model, [(images, labels)], ten_crop_size=28)
+    model.eval()
+    with ma.no_grad():
+        crops = TenCrop(28)(images)
+        mean = np.mean([F.softmax(model(ma.tensor(c)), axis=1).numpy() for c in crops], axis=0)
+    assert loss == pytest.approx(-np.log(mean[np.arange(3), labels]).mean(), rel=1e-5)
+    assert accuracy == pytest.approx(np.mean(mean.argmax(axis=1) == labels))
