@@ -34,6 +34,7 @@ from minialex import backend, nn
 from minialex.checkpoint import load_checkpoint, save_checkpoint
 from minialex.optim import SGD, Adam, AdamW, StepLR
 from tests import float32_round_off as round_off
+from tests.optimizer_states import assert_same_snapshot, snapshot
 
 EPS64 = float(np.finfo(np.float64).eps)
 OPTIMISERS = {"Adam": Adam, "AdamW": AdamW}
@@ -405,20 +406,6 @@ def trained_optimiser(cls=Adam):
         p.grad = ma.tensor(np.full(p.shape, 0.5))
     opt.step()
     return opt
-
-
-def snapshot(opt):
-    sd = opt.state_dict()
-    return sd["param_groups"], {i: {k: np.copy(v) for k, v in s.items()} for i, s in sd["state"].items()}
-
-
-def assert_same_snapshot(a, b):
-    assert a[0] == b[0]
-    assert a[1].keys() == b[1].keys()
-    for i in a[1]:
-        assert a[1][i].keys() == b[1][i].keys()
-        for name in a[1][i]:
-            np.testing.assert_array_equal(a[1][i][name], b[1][i][name])
 
 
 BAD_VALUES = [math.nan, math.inf, -math.inf, -1.0, "0.1", None]

@@ -1,0 +1,18 @@
+"""Comparing optimiser states in tests: a deep copy of ``state_dict()`` and exact equality of two copies."""
+
+import numpy as np
+
+
+def snapshot(optimizer):
+    """(param_groups, {index: {name: a copy of the array}}) of ``optimizer.state_dict()``."""
+    state = optimizer.state_dict()
+    return state["param_groups"], {i: {k: np.copy(v) for k, v in s.items()} for i, s in state["state"].items()}
+
+
+def assert_same_snapshot(a, b):
+    assert a[0] == b[0]
+    assert a[1].keys() == b[1].keys()
+    for i in a[1]:
+        assert a[1][i].keys() == b[1][i].keys()
+        for name in a[1][i]:
+            np.testing.assert_array_equal(a[1][i][name], b[1][i][name])
