@@ -119,6 +119,9 @@ def build_parser():
     parser.add_argument("--out-dir", default=None, help="metrics and plots (default: runs/<dataset>-<model>)")
     parser.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N images only")
     parser.add_argument("--limit-test", type=int, default=None, metavar="N", help="test on the first N images only")
+    parser.add_argument("--num-workers", type=int, default=0, metavar="K",
+                        help="decode batches in K worker processes (for --dataset folder with many JPEGs); "
+                             "the batches are the same as with 0")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -148,6 +151,11 @@ def parse_args(argv=None):
         for name in ("momentum", "nesterov"):
             if name in args.given:
                 parser.error(f"--{name} is for --optimizer sgd; {args.optimizer} keeps its own moment estimates")
+    if args.num_workers < 0:
+        parser.error(f"--num-workers must be at least 0, got {args.num_workers}")
+    if args.num_workers and args.dataset != FOLDER:
+        parser.error("--num-workers is for --dataset folder: MNIST's images are already in memory, "
+                     "there is nothing to decode")
     if args.val_split < 0:
         parser.error(f"--val-split must be at least 0, got {args.val_split}")
     if args.dataset == FOLDER and args.data_dir is None:
@@ -267,7 +275,7 @@ def load_datasets(args, train_transform, test_transform):
 
 
 def folder_statistics(args):
-    """Channels and per-channel mean and std (on the [0, 1] scale) of up to 1,000 training images."""
+    """Channels, image size and per-channel mean and std (on the [0, 1] scale) of up to 1,000 training images."""
     from minialex.data import ImageFolder  # noqa: PLC0415 - needs Pillow (the vision extra)
 
     raw = ImageFolder(os.path.join(args.data_dir, "train"))
@@ -276,10 +284,10 @@ def folder_statistics(args):
     sample = np.random.default_rng(args.seed).permutation(len(raw))[:1000]
     images, _ = raw.get_batch(np.sort(sample))
     pixels = images.astype(np.float64) / 255
-    return images.shape[1], pixels.mean(axis=(0, 2, 3)), pixels.std(axis=(0, 2, 3)) + 1e-8
+    return images.shape[1], images.shape[2:], pixels.mean(axis=(0, 2, 3)), pixels.std(axis=(0, 2, 3)) + 1e-8
 
 
-def build_transforms(args, channels, mean, std):
+def build_transforms(args, channels, mean, std, image_size=(28, 28)):
     """(training transform, test transform, ten-crop size or None), the recipe of --augment and --ten-crop.
 
     Random crops and flips work on the raw images (a zero pad is black, as in torchvision);
@@ -298,10 +306,12 @@ def build_transforms(args, channels, mean, std):
                                        [Resize(256), CenterCrop(227)] if args.augment else [Resize(227)])
         ten_crop_size = 227 if args.ten_crop else None
     else:
+        resize = [] if tuple(image_size) == (28, 28) else [Resize(28)]  # your own images, for the 28x28 net
         shift = [RandomShiftCrop(args.shift)] if args.shift else []
-        train = ([RandomCrop(28, padding=CROP_PADDING)] + flip if args.augment else []) + shift + to_float + normalise
+        crop = [RandomCrop(28, padding=CROP_PADDING)] + flip if args.augment else []
+        train = resize + crop + shift + to_float + normalise
         # Ten 28x28 crops of the image padded as for training: the views the net was trained on.
-        test = ([Pad(CROP_PADDING)] if args.ten_crop else []) + to_float + normalise
+        test = resize + ([Pad(CROP_PADDING)] if args.ten_crop else []) + to_float + normalise
         ten_crop_size = 28 if args.ten_crop else None
     return Compose(train), Compose(test), ten_crop_size
 
@@ -309,10 +319,10 @@ def build_transforms(args, channels, mean, std):
 def build_data(args):
     """Training, validation (or None) and test loaders, the class count, the channels and the ten-crop size."""
     if args.dataset == FOLDER:
-        channels, mean, std = folder_statistics(args)
+        channels, image_size, mean, std = folder_statistics(args)
     else:
-        channels, (mean, std) = 1, DATASETS[args.dataset][1]
-    train_transform, test_transform, ten_crop_size = build_transforms(args, channels, mean, std)
+        channels, image_size, (mean, std) = 1, (28, 28), DATASETS[args.dataset][1]
+    train_transform, test_transform, ten_crop_size = build_transforms(args, channels, mean, std, image_size)
     train, train_plain, test, num_classes = load_datasets(args, train_transform, test_transform)
     root = getattr(train, "root", args.data_dir)
     if args.limit_train:
@@ -332,9 +342,10 @@ def build_data(args):
     for split, dataset in (("training", train), ("test", test)):
         if len(dataset) == 0:
             raise ValueError(f"the {split} set is empty: {args.dataset} in {root!r} has 0 {split} images")
-    loaders = (DataLoader(train, args.batch_size, shuffle=True, drop_last=False, device=args.device),
-               None if val is None else DataLoader(val, 500, device=args.device),
-               DataLoader(test, 500, device=args.device))
+    workers = {"num_workers": args.num_workers}
+    loaders = (DataLoader(train, args.batch_size, shuffle=True, drop_last=False, device=args.device, **workers),
+               None if val is None else DataLoader(val, 500, device=args.device, **workers),
+               DataLoader(test, 500, device=args.device, **workers))
     return loaders, num_classes, channels, ten_crop_size
 
 

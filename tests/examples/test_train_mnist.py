@@ -564,3 +564,62 @@ def test_ten_crop_evaluation_averages_the_softmax_of_the_ten_crops(example_modul
         mean = np.mean([F.softmax(model(ma.tensor(c)), axis=1).numpy() for c in crops], axis=0)
     assert loss == pytest.approx(-np.log(mean[np.arange(3), labels]).mean(), rel=1e-5)
     assert accuracy == pytest.approx(np.mean(mean.argmax(axis=1) == labels))
+
+
+def write_image_folder(root, size, rng, per_class=6, classes=("circle", "square", "stripe")):
+    """train/ and test/ ImageFolder trees of small grey PNGs whose class shows in the pixels."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for index, name in enumerate(classes):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 60, size=(size, size), dtype=np.uint8)
+                pixels[:, index::len(classes)] += 150  # a class-specific stripe pattern
+                Image.fromarray(pixels, mode="L").save(folder / f"{i}.png")
+
+
+@pytest.mark.parametrize("size", [28, 20])
+def test_own_images_in_an_image_folder_train_with_their_own_classes(example_module, tmp_path, size):
+    pytest.importorskip("PIL")
+    write_image_folder(tmp_path / "images", size, np.random.default_rng(size))
+    code, stdout, stderr = run(example_module, "--dataset", "folder", "--data-dir", tmp_path / "images",
+                               "--epochs", 1, "--batch-size", 6, "--warmup-steps", 0, "--no-progress",
+                               "--out-dir", tmp_path / "run")
+    assert code == 0, stderr
+    assert "alexnet-mnist on folder: 18 training images, 18 test images" in stdout
+    args = example_module.parse_args(["--dataset", "folder", "--data-dir", str(tmp_path / "images")])
+    (train, _, test), classes, channels, _ = example_module.build_data(args)
+    images, labels = next(iter(train))
+    assert (classes, channels) == (3, 1) and images.shape[1:] == (1, 28, 28)  # resized for the 28x28 net
+    assert sorted(set(labels.tolist())) == [0, 1, 2]
+
+
+def test_an_image_folder_without_its_test_split_is_refused(example_module, tmp_path):
+    pytest.importorskip("PIL")
+    write_image_folder(tmp_path / "images", 28, np.random.default_rng(0))
+    shutil.rmtree(tmp_path / "images" / "test")
+    with pytest.raises((SystemExit, FileNotFoundError), match="test"):
+        run(example_module, "--dataset", "folder", "--data-dir", tmp_path / "images", "--out-dir", tmp_path / "run")
+
+
+def test_worker_processes_decode_an_image_folder_without_changing_the_run(example_module, tmp_path):
+    pytest.importorskip("PIL")
+    write_image_folder(tmp_path / "images", 28, np.random.default_rng(1))
+    weights = []
+    for workers in (0, 2):
+        out_dir = tmp_path / f"run-{workers}"
+        code, _, stderr = run(example_module, "--dataset", "folder", "--data-dir", tmp_path / "images", "--epochs", 1,
+                              "--batch-size", 6, "--augment", "--warmup-steps", 0, "--no-progress",
+                              "--num-workers", workers, "--out-dir", out_dir)
+        assert code == 0, stderr
+        weights.append(model_arrays(out_dir / "checkpoint.npz")[0])
+    for name in weights[0]:
+        np.testing.assert_array_equal(weights[0][name], weights[1][name], err_msg=name)
+
+
+def test_num_workers_is_refused_for_data_already_in_memory(example_module):
+    with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
+        example_module.parse_args(["--num-workers", "2"])
+    assert "--num-workers is for --dataset folder" in err.getvalue()
