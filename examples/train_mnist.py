@@ -116,6 +116,9 @@ def build_parser():
                              "state_dicts would; an option "
                              "among these given with another value is an error (start a new run in another "
                              "--out-dir instead). --epochs may change, to extend the run")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="only test the model in --checkpoint (with its stored settings, as --resume; "
+                             "add --ten-crop to test on ten crops) and exit")
     parser.add_argument("--out-dir", default=None, help="metrics and plots (default: runs/<dataset>-<model>)")
     parser.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N images only")
     parser.add_argument("--limit-test", type=int, default=None, metavar="N", help="test on the first N images only")
@@ -522,9 +525,9 @@ def main(argv=None):
     check_writable(args.out_dir, "--out-dir")
     check_writable(os.path.dirname(os.path.abspath(args.checkpoint)), "--checkpoint's folder")
     remove_stale_temporaries(args)
-    if args.resume:
+    if args.resume or args.evaluate:
         if not os.path.exists(args.checkpoint):
-            raise SystemExit(f"--resume: no checkpoint at {args.checkpoint}")
+            raise SystemExit(f"--{'resume' if args.resume else 'evaluate'}: no checkpoint at {args.checkpoint}")
         check_resume_options(args, read_checkpoint_record(args.checkpoint))  # before anything is built from args
 
     if args.scheduler == "plateau" and args.val_split == 0:  # checked once a resumed run has its settings
@@ -533,6 +536,13 @@ def main(argv=None):
     ma.manual_seed(args.seed)
     (train_loader, val_loader, test_loader), num_classes, channels, ten_crop_size = build_data(args)
     model = build_model(args, num_classes, channels)
+    if args.evaluate:
+        meta = load_checkpoint(args.checkpoint, model, restore_rng=False)
+        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size)
+        views = "ten crops" if ten_crop_size else "one view"
+        print(f"{args.checkpoint} after epoch {meta['epoch']}, {views} of each test image: test loss {test_loss:.4f}")
+        print(f"test accuracy: {100 * test_accuracy:.2f}%")
+        return 0
     optimizer = build_optimizer(args, model)
     scheduler = build_scheduler(args, optimizer, len(train_loader))
     batch_scheduler = scheduler if isinstance(scheduler, optim.CosineAnnealingLR) else None

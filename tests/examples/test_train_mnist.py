@@ -623,3 +623,18 @@ def test_num_workers_is_refused_for_data_already_in_memory(example_module):
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()) as err:
         example_module.parse_args(["--num-workers", "2"])
     assert "--num-workers is for --dataset folder" in err.getvalue()
+
+
+def test_evaluate_tests_a_checkpoint_with_one_view_or_ten_crops_and_trains_nothing(example, tmp_path):
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 1, "--augment", "--out-dir", tmp_path)
+    assert code == 0, stderr
+    trained = stdout.strip().splitlines()[-1]
+    before = model_arrays(tmp_path / "checkpoint.npz")
+    code, stdout, stderr = run(example, "--evaluate", "--data-dir", MNIST_DIR, "--out-dir", tmp_path)
+    assert code == 0, stderr
+    assert stdout.strip().splitlines()[-1] == trained  # the same model on the same test images
+    code, stdout, stderr = run(example, "--evaluate", "--ten-crop", "--data-dir", MNIST_DIR, "--out-dir", tmp_path)
+    assert code == 0, stderr
+    assert "ten crops of each test image" in stdout
+    after = model_arrays(tmp_path / "checkpoint.npz")
+    assert after[1] == before[1] and all(np.array_equal(after[0][k], before[0][k]) for k in before[0])
