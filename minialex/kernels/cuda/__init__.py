@@ -10,6 +10,7 @@ things in one hand-written CUDA kernel per layer and per direction:
     lrn.py          LRN forward and backward (a thread per (n, 8 channels, pixel), running sum over channels)
     elementwise.py  ReLU, dropout mask-and-scale, the softmax cross-entropy gradient
     sgd.py          the fused SGD update (momentum, weight decay, Nesterov)
+    adam.py         the fused Adam / AdamW update (both moments, bias correction, weight decay)
 
 Dispatch: each generic kernel starts with a small check,
 
