@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minialex.kernels import activation, conv, dropout, lrn, pool, sgd, softmax_xent
+from minialex.kernels import activation, adam, conv, dropout, lrn, pool, sgd, softmax_xent
 from minialex.kernels import cuda as fast_paths
+from minialex.kernels.cuda import adam as cuda_adam
 from minialex.kernels.cuda import conv as cuda_conv
 from minialex.kernels.cuda import elementwise as cuda_elementwise
 from minialex.kernels.cuda import lrn as cuda_lrn
@@ -23,7 +24,7 @@ FAST_PATHS = [
     (cuda_lrn, "local_response_norm_forward"), (cuda_lrn, "local_response_norm_backward"),
     (cuda_elementwise, "relu_forward"), (cuda_elementwise, "relu_backward"),
     (cuda_elementwise, "dropout_forward"), (cuda_elementwise, "cross_entropy_backward"),
-    (cuda_sgd, "sgd_update"),
+    (cuda_sgd, "sgd_update"), (cuda_adam, "adam_update"),
 ]
 
 
@@ -48,6 +49,7 @@ def test_numpy_arrays_never_reach_a_fast_path(monkeypatch):
     softmax_xent.cross_entropy_backward(np.asarray(1.0, np.float32), cache)
     p = x.copy()
     sgd.sgd_update(p, x, None, np.empty_like(p), 0.1, 0.9, 5e-4, True)
+    adam.adam_update(p, x, np.zeros_like(p), np.zeros_like(p), np.empty_like(p), 1, 1e-3, 0.9, 0.999, 1e-8, 1e-2)
 
 
 def test_active_is_false_for_numpy_arrays_and_while_switched_off():
@@ -77,7 +79,7 @@ BLOCK_CUPY = "import sys; sys.modules['cupy'] = None; sys.modules['cupyx'] = Non
 def test_the_package_and_its_fast_path_modules_import_without_cupy():
     code = BLOCK_CUPY + (
         "import minialex, minialex.kernels.cuda.conv, minialex.kernels.cuda.pool, minialex.kernels.cuda.lrn, "
-        "minialex.kernels.cuda.elementwise, minialex.kernels.cuda.sgd, benchmarks.gpu; "
+        "minialex.kernels.cuda.elementwise, minialex.kernels.cuda.sgd, minialex.kernels.cuda.adam, benchmarks.gpu; "
         "assert not minialex.cuda.is_available(); print('imported')"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=False)
