@@ -1,6 +1,12 @@
-"""Comparing optimiser states in tests: a deep copy of ``state_dict()`` and exact equality of two copies."""
+"""Optimiser states in tests: a deep copy of ``state_dict()``, exact equality of two copies, and
+the hyper-parameter values every optimiser must refuse."""
+
+import math
 
 import numpy as np
+
+# Not finite, negative, or not a number at all: refused by every optimiser, in a group or a load.
+BAD_VALUES = [math.nan, math.inf, -math.inf, -1.0, "0.1", None]
 
 
 def snapshot(optimizer):

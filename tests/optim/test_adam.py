@@ -34,7 +34,7 @@ from minialex import backend, nn
 from minialex.checkpoint import load_checkpoint, save_checkpoint
 from minialex.optim import SGD, Adam, AdamW, StepLR
 from tests import float32_round_off as round_off
-from tests.optimizer_states import assert_same_snapshot, snapshot
+from tests.optimizer_states import BAD_VALUES, assert_same_snapshot, snapshot
 
 EPS64 = float(np.finfo(np.float64).eps)
 OPTIMISERS = {"Adam": Adam, "AdamW": AdamW}
@@ -406,9 +406,6 @@ def trained_optimiser(cls=Adam):
         p.grad = ma.tensor(np.full(p.shape, 0.5))
     opt.step()
     return opt
-
-
-BAD_VALUES = [math.nan, math.inf, -math.inf, -1.0, "0.1", None]
 
 
 def corruptions():

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import minialex as ma
 from minialex.optim import SGD
 from tests import float32_round_off as round_off
-from tests.optimizer_states import assert_same_snapshot, snapshot
+from tests.optimizer_states import BAD_VALUES, assert_same_snapshot, snapshot
 
 # Every (momentum, weight_decay, nesterov) the contract allows: nesterov only with momentum.
 COMBINATIONS = [
@@ -512,9 +512,6 @@ def trained_optimiser():
         p.grad = ma.tensor(np.full(p.shape, 0.5))
     opt.step()
     return opt
-
-
-BAD_VALUES = [math.nan, math.inf, -math.inf, -1.0, "0.1", None]
 
 
 def corruptions():
