@@ -2,6 +2,7 @@
 the hyper-parameter values every optimiser must refuse."""
 
 import math
+import tracemalloc
 
 import numpy as np
 
@@ -22,3 +23,15 @@ def assert_same_snapshot(a, b):
         assert a[1][i].keys() == b[1][i].keys()
         for name in a[1][i]:
             np.testing.assert_array_equal(a[1][i][name], b[1][i][name])
+
+
+def bytes_allocated_by(function):
+    """The peak of new Python-visible allocations (NumPy arrays included) while ``function()`` runs."""
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        function()
+        return tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()

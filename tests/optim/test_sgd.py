@@ -2,7 +2,6 @@
 
 import itertools
 import math
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -12,7 +11,7 @@ from hypothesis import strategies as st
 import minialex as ma
 from minialex.optim import SGD
 from tests import float32_round_off as round_off
-from tests.optimizer_states import BAD_VALUES, assert_same_snapshot, snapshot
+from tests.optimizer_states import BAD_VALUES, assert_same_snapshot, bytes_allocated_by, snapshot
 
 # Every (momentum, weight_decay, nesterov) the contract allows: nesterov only with momentum.
 COMBINATIONS = [
@@ -194,16 +193,8 @@ def test_a_step_after_the_first_allocates_no_parameter_sized_array():
     opt = SGD([p], lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
     p.grad = ma.tensor(np.full(n, 0.5))
     opt.step()  # the momentum buffer (and scratch) are allocated here
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-        opt.step()
-        opt.step()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak - before < n * 8 // 4, f"a step allocated {peak - before} bytes for an {n * 8}-byte parameter"
+    allocated = bytes_allocated_by(lambda: (opt.step(), opt.step()))
+    assert allocated < n * 8 // 4, f"a step allocated {allocated} bytes for an {n * 8}-byte parameter"
 
 
 def test_parameters_without_a_gradient_are_skipped():
