@@ -46,6 +46,36 @@ def cupy_module():
     return _cupy
 
 
+def nccl_module():
+    """CuPy's NCCL bindings (``cupy.cuda.nccl``) for the distributed NCCL backend.
+
+    Raises RuntimeError naming what is missing: CuPy, a GPU, or a CuPy built without NCCL.
+    """
+    if not cuda_available():
+        raise RuntimeError("the NCCL backend needs CuPy and a CUDA GPU (install the 'cuda' extra); "
+                           "use backend='mpi' on the CPU")
+    try:
+        from cupy.cuda import nccl  # noqa: PLC0415 - only the NCCL backend needs it
+    except ImportError as error:
+        raise RuntimeError(f"this CuPy has no NCCL bindings ({error}); install NCCL for CuPy "
+                           "(e.g. pip install nvidia-nccl-cu12) or use backend='mpi'") from error
+    if not getattr(nccl, "available", True):
+        raise RuntimeError("CuPy found no NCCL library; install NCCL (e.g. pip install nvidia-nccl-cu12) "
+                           "or use backend='mpi'")
+    return nccl
+
+
+def synchronize_current_stream():
+    """Wait for the GPU work queued on the current CUDA stream (no-op without CuPy).
+
+    Host code that reads a CuPy array's memory itself (MPI without CUDA support
+    reads a staged copy; a CUDA-aware MPI reads device memory) must first let
+    the kernels that write it finish.
+    """
+    if _cupy is not None:
+        _cupy.cuda.get_current_stream().synchronize()
+
+
 def is_cuda_array(array):
     return _cupy is not None and isinstance(array, _cupy.ndarray)
 

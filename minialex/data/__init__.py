@@ -2,6 +2,7 @@
 
 from .folder import ImageDecodeError, ImageFolder
 from .loader import DataLoader, Subset
+from .sampler import DistributedSampler
 from .mnist import MNIST, FashionMNIST, default_root, download_file, read_idx, write_idx
 from .transforms import (
     CenterCrop,
@@ -22,6 +23,7 @@ from .transforms import (
 __all__ = [
     "Compose",
     "DataLoader",
+    "DistributedSampler",
     "FashionMNIST",
     "ImageDecodeError",
     "ImageFolder",

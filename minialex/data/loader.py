@@ -23,6 +23,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 
 from .. import backend
+from .sampler import DistributedSampler
 
 
 def _get_batch(dataset, indices):
@@ -121,10 +122,17 @@ class DataLoader:
     workers; they are shut down when the epoch ends, when the loop stops
     early (``break``) or raises. An error in a worker (a corrupt image) is
     raised here with the worker's message and, as its cause, its traceback.
+
+    For data-parallel training, ``shard=(rank, world_size)`` gives this rank
+    its share of the epoch through a ``DistributedSampler``: every rank
+    shuffles with the same ``seed`` (not the engine's RNG) and gets the same
+    number of batches; call ``set_epoch(epoch)`` before each epoch for a new
+    shuffle, on every rank. Any other ``sampler`` (an iterable of indices with
+    ``len``) sets the order itself; it excludes ``shuffle`` and ``shard``.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, device="cpu",
-                 num_workers=0, prefetch_factor=2):
+                 num_workers=0, prefetch_factor=2, sampler=None, shard=None, seed=0):
         self.batch_size = _check_count("batch_size", batch_size, 1)
         self.num_workers = _check_count("num_workers", num_workers, 0)
         self.prefetch_factor = _check_count("prefetch_factor", prefetch_factor, 1)
@@ -132,14 +140,45 @@ class DataLoader:
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
         self.device = backend.parse_device(device)
+        if sampler is not None and (shuffle or shard is not None):
+            raise ValueError("DataLoader: sampler sets the order itself; it cannot be combined with "
+                             f"shuffle={shuffle!r} or shard={shard!r}")
+        if shard is not None:
+            if not isinstance(shard, tuple | list) or len(shard) != 2:
+                raise ValueError(f"DataLoader: shard must be a pair (rank, world_size), got {shard!r}")
+            rank, world_size = shard
+            sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=self.shuffle, seed=seed)
+        elif sampler is not None and not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+            raise TypeError(f"DataLoader: sampler must be an iterable of indices with a length, "
+                            f"got {type(sampler).__name__}")
+        self.sampler = sampler
+
+    def set_epoch(self, epoch):
+        """Pass ``epoch`` to the sampler (``shard=`` or a DistributedSampler): a new shuffle per epoch."""
+        if not hasattr(self.sampler, "set_epoch"):
+            raise TypeError("DataLoader.set_epoch: only a loader with shard=(rank, world_size) or a sampler with "
+                            "set_epoch has epochs; without one, shuffle=True draws a new order every epoch anyway")
+        self.sampler.set_epoch(epoch)
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
-    def __iter__(self):
+    def _order(self):
+        """The indices of one epoch, in the order they are batched."""
+        if isinstance(self.sampler, DistributedSampler):
+            return self.sampler.indices()
+        if self.sampler is not None:
+            order = np.asarray(list(self.sampler), dtype=np.int64)
+            n = len(self.dataset)
+            if order.ndim != 1 or (order.size and (order.min() < 0 or order.max() >= n)):
+                raise ValueError(f"DataLoader: the sampler must give indices in 0..{n - 1}")
+            return order
         n = len(self.dataset)
-        order = backend.cpu_rng().permutation(n) if self.shuffle else np.arange(n)
+        return backend.cpu_rng().permutation(n) if self.shuffle else np.arange(n)
+
+    def __iter__(self):
+        order = self._order()
         batches = (order[batch * self.batch_size:(batch + 1) * self.batch_size] for batch in range(len(self)))
         if self.num_workers > 0 and len(self) > 0:
             yield from self._iter_with_workers(batches)
