@@ -3,6 +3,7 @@
     python examples/train_mnist.py --data-dir ../shared/data/mnist
     python examples/train_mnist.py --dataset fashion-mnist --data-dir ../shared/data/fashion-mnist
     python examples/train_mnist.py --model alexnet --device cuda --epochs 1     # the 227x227 net, on a GPU
+    mpiexec -n 2 python examples/train_mnist.py --distributed                   # data-parallel, 2 processes
 
 Every epoch prints train loss, test loss, test accuracy and wall time, writes
 the metrics to <out-dir>/metrics.json and .csv (plus curves.png when
@@ -10,11 +11,19 @@ matplotlib is installed) and saves a checkpoint (model, optimiser, scheduler,
 RNG, epoch) atomically. ``--resume`` continues from it and ends with the same
 parameters as a run that was never interrupted.
 
+With ``--distributed`` under ``mpiexec -n N`` each of the N processes trains
+on its share of every batch (``--batch-size`` is the global batch, split over
+the ranks) and the gradients are averaged before each step; rank 0 alone
+prints and writes the metrics and the checkpoint. Each rank's random numbers
+(dropout masks, augmentation) are reseeded every epoch from (--seed, rank,
+epoch), so a resumed distributed run continues exactly as it would have.
+
 Before each save the test loss and every parameter are checked: a model that
 became infinite or NaN stops the run and never replaces a good checkpoint.
 """
 
 import argparse
+import contextlib
 import csv
 import glob
 import json
@@ -23,11 +32,13 @@ import os
 import sys
 import tempfile
 import time
+import traceback
 import zipfile
 
 import numpy as np
 
 import minialex as ma
+import minialex.distributed as dist
 import minialex.functional as F
 from minialex import backend, models, optim
 from minialex.checkpoint import load_checkpoint, save_checkpoint
@@ -126,6 +137,13 @@ def build_parser():
                         help="decode batches in K worker processes (for --dataset folder with many JPEGs); "
                              "the batches are the same as with 0")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--distributed", action="store_true",
+                        help="data-parallel training over the processes started by mpiexec (mpiexec -n 2 python "
+                             "examples/train_mnist.py --distributed): --batch-size is split over the ranks and the "
+                             "gradients are averaged every step; needs the 'dist' extra")
+    parser.add_argument("--dist-backend", choices=list(dist.BACKENDS), default=None,
+                        help="with --distributed: mpi (any device) or nccl (one GPU per process); "
+                             "default: nccl for a cuda --device, else mpi")
     return parser
 
 
@@ -163,6 +181,12 @@ def parse_args(argv=None):
         parser.error(f"--val-split must be at least 0, got {args.val_split}")
     if args.dataset == FOLDER and args.data_dir is None:
         parser.error("--dataset folder needs --data-dir (a folder with train/ and test/ class folders)")
+    if args.dist_backend is not None and not args.distributed:
+        parser.error("--dist-backend is for --distributed")
+    if args.distributed and args.dist_backend is None:
+        args.dist_backend = "nccl" if args.device.strip().lower().startswith("cuda") else "mpi"
+    if args.dist_backend == "nccl" and not args.device.strip().lower().startswith("cuda"):
+        parser.error(f"--dist-backend nccl moves GPU arrays: it needs --device cuda, got --device {args.device}")
     args.scheduler = args.scheduler or default_scheduler(args.model)
     args.out_dir = args.out_dir or os.path.join("runs", f"{args.dataset}-{args.model}")
     args.checkpoint = args.checkpoint or os.path.join(args.out_dir, "checkpoint.npz")
@@ -346,7 +370,17 @@ def build_data(args):
         if len(dataset) == 0:
             raise ValueError(f"the {split} set is empty: {args.dataset} in {root!r} has 0 {split} images")
     workers = {"num_workers": args.num_workers}
-    loaders = (DataLoader(train, args.batch_size, shuffle=True, drop_last=False, device=args.device, **workers),
+    if args.distributed:
+        # This rank's share of each global batch, from one shuffle of (--seed, epoch) shared by all ranks;
+        # it evaluates every world_size-th image and the counts are summed over the ranks.
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        train_loader = DataLoader(train, args.batch_size // world_size, shuffle=True, device=args.device,
+                                  shard=(rank, world_size), seed=args.seed, **workers)
+        val, test = (None if part is None else Subset(part, np.arange(rank, len(part), world_size))
+                     for part in (val, test))
+    else:
+        train_loader = DataLoader(train, args.batch_size, shuffle=True, drop_last=False, device=args.device, **workers)
+    loaders = (train_loader,
                None if val is None else DataLoader(val, 500, device=args.device, **workers),
                DataLoader(test, 500, device=args.device, **workers))
     return loaders, num_classes, channels, ten_crop_size
@@ -413,13 +447,17 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps=0, batch_scheduler=None):
+def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps=0, batch_scheduler=None,
+                    distributed=False):
     """One pass over the training set.
 
     The first ``warmup_steps`` steps of the run scale the scheduled rate up
     linearly; ``batch_scheduler`` (cosine) steps after every batch, the other
     schedulers once an epoch in ``main``. Returns the mean training loss and
     the rates of the epoch's first and last steps, as used (warm-up included).
+    With ``distributed`` each step's loss is averaged over the ranks before it
+    is checked, so every rank stops at the same step or none does (a rank
+    that stopped alone would leave the others waiting in the all-reduce).
     """
     model.train()
     total_loss, total_seen, start = 0.0, 0, time.perf_counter()
@@ -437,6 +475,8 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
                 logits = model(ma.Tensor(images))
                 loss = F.cross_entropy(logits, labels)
                 loss_value = loss.item()
+                if distributed:  # the global batch's loss: every rank sees the same value
+                    loss_value = float(dist.all_reduce(np.array([loss_value]))[0]) / dist.get_world_size()
                 if not math.isfinite(loss_value):
                     raise NonFiniteLoss(f"the training loss became {loss_value} at epoch {epoch}, step {step}")
                 optimizer.zero_grad()
@@ -448,8 +488,9 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
                     group["lr"] = lr  # the schedulers step from the scheduled rate, warm-up or not
             if batch_scheduler is not None:
                 batch_scheduler.step()
-            total_loss += loss_value * len(labels)
-            total_seen += len(labels)
+            batch_images = len(labels) * (dist.get_world_size() if distributed else 1)
+            total_loss += loss_value * batch_images
+            total_seen += batch_images
             rate = total_seen / (time.perf_counter() - start)
             progress.update(loss=f"{loss_value:.4f}", img_per_s=f"{rate:.0f}")
     finally:
@@ -457,8 +498,13 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
     return total_loss / total_seen, rates_used[0], rates_used[-1]
 
 
-def evaluate(model, loader, ten_crop_size=None):
-    """Mean cross-entropy and accuracy; with ``ten_crop_size``, of the ten crops' averaged softmax."""
+def evaluate(model, loader, ten_crop_size=None, distributed=False):
+    """Mean cross-entropy and accuracy; with ``ten_crop_size``, of the ten crops' averaged softmax.
+
+    With ``distributed`` each rank tests its own share of the images and the
+    sums (loss, correct, seen) are added over the ranks: every rank returns
+    the figures of the whole set.
+    """
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
     with ma.no_grad():
@@ -475,6 +521,8 @@ def evaluate(model, loader, ten_crop_size=None):
                 predictions = probabilities.argmax(axis=1)
             correct += int((predictions == labels).sum())
             seen += len(labels)
+    if distributed:
+        total_loss, correct, seen = dist.all_reduce(np.array([total_loss, correct, seen], dtype=np.float64))
     return total_loss / seen, correct / seen
 
 
@@ -519,40 +567,114 @@ def describe_rates(first_lr, last_lr):
     return f"lr {first_lr:g}" if first_lr == last_lr else f"lr {first_lr:g} to {last_lr:g}"
 
 
+def on_rank_zero(args, work):
+    """``work()`` run by rank 0 alone, its result (JSON-able) handed to every rank.
+
+    A SystemExit on rank 0 (a missing checkpoint, an unwritable folder) stops
+    every rank with the same message; the others must not wait for it in a
+    collective. Without --distributed this is just ``work()``.
+    """
+    if not args.distributed:
+        return work()
+    outcome = None
+    if dist.get_rank() == 0:
+        try:
+            outcome = {"result": work()}
+        except SystemExit as error:
+            outcome = {"exit": error.code if isinstance(error.code, int | None) else str(error.code)}
+    outcome = dist.broadcast_object(outcome)
+    if "exit" in outcome:
+        raise SystemExit(outcome["exit"])
+    return outcome["result"]
+
+
+def epoch_seed(seed, rank, epoch):
+    """The engine seed of one rank's epoch: dropout masks and augmentation differ per rank, and a resumed
+    run draws the same numbers as one that was never stopped."""
+    return int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0])
+
+
+def start_distributed(args):
+    """Join the process group; put this rank on its GPU; check that the batch splits over the ranks."""
+    dist.init_process_group(args.dist_backend)
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    if args.device.strip().lower().startswith("cuda"):
+        args.device = f"cuda:{dist.get_local_rank()}"  # one GPU per process
+    if args.batch_size % world_size:
+        raise SystemExit(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
+                         f"{world_size} ranks")
+    return rank, world_size
+
+
+def load_on_rank_zero(args, model, optimizer, scheduler):
+    """Rank 0 reads the checkpoint (the only rank that needs the file) and sends its state to the others."""
+    def load():
+        meta = load_checkpoint(args.checkpoint, model, optimizer, scheduler, restore_rng=not args.distributed)
+        return {"epoch": meta["epoch"], "history": meta["history"]}
+
+    meta = on_rank_zero(args, load)
+    if args.distributed:
+        dist.broadcast_parameters(model)
+        if optimizer is not None:
+            dist.broadcast_optimizer_state(optimizer)
+        if scheduler is not None:
+            scheduler.load_state_dict(dist.broadcast_object(scheduler.state_dict()))
+    return meta
+
+
 def main(argv=None):
     args = parse_args(argv)
-    # Before any training: a folder we cannot write would otherwise fail only at the first save.
-    check_writable(args.out_dir, "--out-dir")
-    check_writable(os.path.dirname(os.path.abspath(args.checkpoint)), "--checkpoint's folder")
-    remove_stale_temporaries(args)
-    if args.resume or args.evaluate:
+    rank, world_size = start_distributed(args) if args.distributed else (0, 1)
+    is_main = rank == 0
+
+    def prepare_folders():
+        # Before any training: a folder we cannot write would otherwise fail only at the first save.
+        check_writable(args.out_dir, "--out-dir")
+        check_writable(os.path.dirname(os.path.abspath(args.checkpoint)), "--checkpoint's folder")
+        remove_stale_temporaries(args)
+        if not (args.resume or args.evaluate):
+            return None
         if not os.path.exists(args.checkpoint):
             raise SystemExit(f"--{'resume' if args.resume else 'evaluate'}: no checkpoint at {args.checkpoint}")
-        check_resume_options(args, read_checkpoint_record(args.checkpoint))  # before anything is built from args
+        return read_checkpoint_record(args.checkpoint)
+
+    record = on_rank_zero(args, prepare_folders)
+    if record is not None:
+        check_resume_options(args, record)  # before anything is built from args
+        stored_world = record.get("args", {}).get("world_size")
+        if args.distributed and stored_world not in (None, world_size):
+            print(f"note: the checkpoint was trained on {stored_world} ranks, this run has {world_size}; "
+                  "the global batch stays --batch-size, the order of the images changes")
 
     if args.scheduler == "plateau" and args.val_split == 0:  # checked once a resumed run has its settings
         raise SystemExit("--scheduler plateau decides on a validation loss: give --val-split N "
                          "(the test set is never used for a decision)")
-    ma.manual_seed(args.seed)
+    args.world_size = world_size
+    ma.manual_seed(args.seed)  # the same initial weights on every rank
     (train_loader, val_loader, test_loader), num_classes, channels, ten_crop_size = build_data(args)
     model = build_model(args, num_classes, channels)
+    distributed = args.distributed
+    if distributed:
+        dist.broadcast_parameters(model)  # identical already (same seed); this makes it so whatever the init
     if args.evaluate:
-        meta = load_checkpoint(args.checkpoint, model, restore_rng=False)
-        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size)
+        meta = load_on_rank_zero(args, model, None, None)
+        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size, distributed)
         views = "ten crops" if ten_crop_size else "one view"
         print(f"{args.checkpoint} after epoch {meta['epoch']}, {views} of each test image: test loss {test_loss:.4f}")
         print(f"test accuracy: {100 * test_accuracy:.2f}%")
         return 0
     optimizer = build_optimizer(args, model)
+    if distributed:
+        optimizer = dist.DistributedOptimizer(optimizer)  # gradients averaged over the ranks before each step
     scheduler = build_scheduler(args, optimizer, len(train_loader))
     batch_scheduler = scheduler if isinstance(scheduler, optim.CosineAnnealingLR) else None
     history, first_epoch, last_good_epoch = [], 1, None
     if args.resume:
-        meta = load_checkpoint(args.checkpoint, model, optimizer, scheduler)
+        meta = load_on_rank_zero(args, model, optimizer, scheduler)
         history, first_epoch = meta["history"], meta["epoch"] + 1
         last_good_epoch = meta["epoch"]
         print(f"resumed from {args.checkpoint} after epoch {meta['epoch']}")
-        if history:
+        if history and is_main:
             # A run killed while writing its metrics would otherwise never get them back
             # (a finished run trains no more epochs, so nothing else rewrites them).
             write_metrics(args.out_dir, history)
@@ -566,22 +688,33 @@ def main(argv=None):
         args.warmup_steps_used = plan_warmup(args, len(train_loader))
 
     held_out = f"{len(val_loader.dataset)} validation images, " if val_loader is not None else ""
+    test_images = len(test_loader.dataset.dataset) if distributed else len(test_loader.dataset)
+    if distributed:
+        held_out = f"{len(val_loader.dataset.dataset)} validation images, " if val_loader is not None else ""
+    ranks = (f", {world_size} rank{'s' if world_size != 1 else ''} of {args.batch_size // world_size} images "
+             f"a step ({args.dist_backend})" if distributed else "")
     print(f"{args.model} on {args.dataset}: {len(train_loader.dataset)} training images, {held_out}"
-          f"{len(test_loader.dataset)} test images, {args.optimizer}, device {args.device}", flush=True)
+          f"{test_images} test images, {args.optimizer}, device {args.device}{ranks}", flush=True)
     for epoch in range(first_epoch, args.epochs + 1):
         start = time.perf_counter()
+        if distributed:
+            train_loader.set_epoch(epoch)  # the same new shuffle on every rank
+            ma.manual_seed(epoch_seed(args.seed, rank, epoch))
         try:
-            train_loss, first_lr, last_lr = train_one_epoch(model, optimizer, train_loader, epoch, not args.no_progress,
-                                                            args.warmup_steps_used, batch_scheduler)
+            train_loss, first_lr, last_lr = train_one_epoch(model, optimizer, train_loader, epoch,
+                                                            is_main and not args.no_progress,
+                                                            args.warmup_steps_used, batch_scheduler, distributed)
         except NonFiniteLoss as error:
             print(f"stopping: {error}; {describe_checkpoint(args.checkpoint, last_good_epoch)}. "
                   "Try a smaller --lr.", file=sys.stderr)
             return 2
-        val_loss, val_accuracy = evaluate(model, val_loader) if val_loader is not None else (None, None)
-        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size)  # reported, never decided on
+        val_loss, val_accuracy = (evaluate(model, val_loader, distributed=distributed) if val_loader is not None
+                                  else (None, None))
+        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size, distributed)  # reported only
         seconds = time.perf_counter() - start
         # The last step of an epoch can blow the weights up although its loss (taken before the
         # step) was finite: check before this model may replace the last good checkpoint.
+        # (Every rank holds the same weights and the same all-reduced losses: the same verdict.)
         problem = (non_finite_problem(test_loss, model) if val_loss is None
                    else non_finite_problem(val_loss, model, "validation"))
         if problem is not None:
@@ -601,10 +734,11 @@ def main(argv=None):
         print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, {validation}test loss {test_loss:.4f}, "
               f"test accuracy {100 * test_accuracy:.2f}%, {describe_rates(first_lr, last_lr)}, {seconds:.1f} s",
               flush=True)
-        save_checkpoint(args.checkpoint, model, optimizer, scheduler, epoch=epoch, history=history,
-                        args={k: v for k, v in vars(args).items() if k != "given"})
+        if is_main:
+            save_checkpoint(args.checkpoint, model, optimizer, scheduler, epoch=epoch, history=history,
+                            args={k: v for k, v in vars(args).items() if k != "given"})
+            write_metrics(args.out_dir, history)
         last_good_epoch = epoch
-        write_metrics(args.out_dir, history)
     if first_epoch > args.epochs:
         print(f"nothing to do: the checkpoint is already at epoch {first_epoch - 1} of {args.epochs}")
     if not history:
@@ -623,5 +757,43 @@ def describe_checkpoint(path, epoch):
     return f"the last good checkpoint is {path} (epoch {epoch})"
 
 
+def run_as_script(argv=None):
+    """``main`` as a command: under --distributed, stdout and stderr of ranks other than 0 are silenced
+    (rank 0 says everything once), and a rank that fails stops every rank (MPI abort) instead of leaving
+    the others waiting in a collective."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not parse_args(argv).distributed:
+        return main(argv)
+    quiet = open(os.devnull, "w") if dist_rank_from_environment() > 0 else None  # noqa: SIM115 - for the whole run
+    try:
+        if quiet is None:
+            code = main(argv)
+        else:
+            with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+                code = main(argv)
+    except SystemExit as error:
+        code = error.code
+        if isinstance(code, str):
+            if quiet is None:
+                print(code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        print(f"rank {dist.get_rank()}: {traceback.format_exc()}", file=sys.stderr, flush=True)
+        code = 1
+    if code:
+        dist.abort(code)  # the other ranks may be waiting for this one
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return code
+
+
+def dist_rank_from_environment():
+    """This process's MPI rank as the launcher announced it (before MPI starts): MPICH, Open MPI, Slurm."""
+    for name in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_as_script())

@@ -229,7 +229,7 @@ def broadcast(array, src=0):
     src = _check_src("broadcast", src, group.world_size)
     if group.world_size > 1:
         _in_place(group, target, lambda buffer: _broadcast(group, buffer, src))
-        if tensor is not None:
+        if tensor is not None and group.rank != src:  # the source's values did not change
             tensor._bump_version()
     return array
 
