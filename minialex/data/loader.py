@@ -169,11 +169,14 @@ class DataLoader:
         if isinstance(self.sampler, DistributedSampler):
             return self.sampler.indices()
         if self.sampler is not None:
-            order = np.asarray(list(self.sampler), dtype=np.int64)
+            order = np.asarray(list(self.sampler))
             n = len(self.dataset)
-            if order.ndim != 1 or (order.size and (order.min() < 0 or order.max() >= n)):
-                raise ValueError(f"DataLoader: the sampler must give indices in 0..{n - 1}")
-            return order
+            # An int64 cast would read 1.5 as 1 and "3" as 3: only integers are indices.
+            is_integer = order.size == 0 or np.issubdtype(order.dtype, np.integer)
+            if not is_integer or order.ndim != 1 or (order.size and (order.min() < 0 or order.max() >= n)):
+                raise ValueError(f"DataLoader: the sampler must give integer indices in 0..{n - 1}, "
+                                 f"got {order[:5].tolist()}{' ...' if order.size > 5 else ''}")
+            return order.astype(np.int64)
         n = len(self.dataset)
         return backend.cpu_rng().permutation(n) if self.shuffle else np.arange(n)
 

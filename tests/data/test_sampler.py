@@ -315,12 +315,9 @@ def test_sampler_indices_outside_the_dataset_raise_valueerror(sampler):
         list(loader)
 
 
-@pytest.mark.xfail(strict=True, reason="loader.py: DataLoader._order converts the sampler's indices with "
-                   "np.asarray(..., dtype=np.int64), which silently truncates 1.5 to 1 and parses '3' as 3 "
-                   "instead of raising ValueError")
 @pytest.mark.parametrize("sampler", [[0, 1.5], ["3"]])
 def test_sampler_indices_that_are_not_integers_raise_valueerror(sampler):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="integer indices"):
         list(DataLoader(IndexLabels(10), 2, sampler=sampler))
 
 
