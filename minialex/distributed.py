@@ -487,16 +487,20 @@ class DistributedOptimizer:
                     buffer[start:stop] = p.grad.data.reshape(-1)
                     flags[position] = 1
             all_reduce(buffer, "sum")
-            buffer[: slots[-1][2]] /= group.world_size
             had_gradient = backend.to_numpy(flags) > 0
+            xp = backend.get_array_module(buffer)
             for position, (p, start, stop) in enumerate(slots):
                 if not had_gradient[position]:
                     continue
-                average = buffer[start:stop].reshape(p.shape)
+                total = buffer[start:stop].reshape(p.shape)
+                # sum -> mean while unpacking: one pass over the numbers instead of a divide and a copy
                 if p.grad is None:
-                    p.grad = Tensor(average.copy())
+                    p.grad = Tensor(total / group.world_size)
+                elif p.grad.data.dtype == total.dtype and p.grad.data.flags.c_contiguous:
+                    xp.divide(total, group.world_size, out=p.grad.data)
+                    p.grad._bump_version()
                 else:
-                    p.grad.data[...] = average
+                    p.grad.data[...] = total / group.world_size
                     p.grad._bump_version()
 
     def step(self):

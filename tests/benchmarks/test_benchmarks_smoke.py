@@ -79,3 +79,21 @@ def test_every_results_file_records_its_command_commit_and_date(tmp_path, monkey
 
 def test_machine_info_names_the_vector_extensions():
     assert machine_info(1)["isa"]
+
+
+@pytest.mark.slow
+def test_the_distributed_benchmark_runs_in_two_ranks_and_writes_nothing_without_a_name(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("mpi4py", reason="the 'dist' extra is not installed")
+    from benchmarks import common, distributed
+
+    if distributed.find_mpiexec() is None:
+        pytest.skip("no mpiexec (pip install mpich)")
+    if not (distributed.DEFAULT_DATA / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"the MNIST files are missing from {distributed.DEFAULT_DATA}")
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    assert distributed.main(["--quick", "--repeats", "1", "--steps", "1", "--warmup", "1"]) == 0
+    report = capsys.readouterr().out
+    assert "| one all-reduce of the packed buffer |" in report
+    assert "| 2 ranks, 1 BLAS thread each |" in report
+    assert "60,965,224 float32 numbers" in report
+    assert list(tmp_path.iterdir()) == []
