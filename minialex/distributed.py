@@ -215,9 +215,9 @@ def all_reduce(array, op="sum"):
     target, tensor = _check_array("all_reduce", array)
     if op not in REDUCE_OPS:
         raise ValueError(f"all_reduce: op must be one of {', '.join(map(repr, REDUCE_OPS))}, got {op!r}")
-    if group.world_size > 1:
+    if _communicates(group, target):
         _in_place(group, target, lambda buffer: _reduce(group, buffer, op))
-        if tensor is not None:
+        if tensor is not None and group.world_size > 1:
             tensor._bump_version()
     return array
 
@@ -227,7 +227,7 @@ def broadcast(array, src=0):
     group = _require_group("broadcast")
     target, tensor = _check_array("broadcast", array)
     src = _check_src("broadcast", src, group.world_size)
-    if group.world_size > 1:
+    if _communicates(group, target):
         _in_place(group, target, lambda buffer: _broadcast(group, buffer, src))
         if tensor is not None and group.rank != src:  # the source's values did not change
             tensor._bump_version()
@@ -250,6 +250,12 @@ def broadcast_object(value, src=0):
         payload = np.empty(int(length[0]), np.uint8)
     group.comm.Bcast(payload, root=src)
     return json.loads(payload.tobytes().decode())
+
+
+def _communicates(group, array):
+    """Whether a collective on ``array`` has to run: alone, the result is the input. NCCL runs even
+    alone (a cheap call on the GPU), so that one GPU exercises the real path."""
+    return group.world_size > 1 or (group.nccl is not None and backend.is_cuda_array(array))
 
 
 def _in_place(group, array, communicate):
@@ -467,10 +473,13 @@ class DistributedOptimizer:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def synchronize(self):
-        """Average every gradient over the ranks, in place (``step`` calls it)."""
+        """Average every gradient over the ranks, in place (``step`` calls it). Alone, there is nothing to do."""
         group = _require_group("DistributedOptimizer.step")
-        if group.world_size == 1:
-            return
+        if group.world_size > 1:
+            self._average_packed(group)
+
+    def _average_packed(self, group):
+        """Pack, all-reduce, average and unpack the gradients (at any world size: the benchmark times it alone)."""
         parameters = self._parameters()
         if self._packed is None or self._packed.signature != _signature(parameters):
             self._packed = _PackedBuffers(parameters)
