@@ -220,3 +220,40 @@ def test_the_ranks_shares_of_a_sharded_loader_are_disjoint_and_cover_the_data():
     assert batch_counts[0] == batch_counts[1] == len(loader) == 5
     assert np.all(seen >= 1)  # everything is seen
     assert seen.sum() == len(DistributedSampler(Numbers(), 2, 0)) * 2 == 38  # one image padded in, seen twice
+
+
+def test_train_mnist_evaluates_each_ranks_share_and_reports_the_whole_sets_figures():
+    import importlib.util  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from minialex.data import Subset  # noqa: PLC0415
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "train_mnist.py"
+    spec = importlib.util.spec_from_file_location("train_mnist_under_mpi", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    class Images:  # 37 images: the ranks' shares differ in size (19 and 18)
+        def __init__(self):
+            rng = np.random.default_rng(5)
+            self.images = rng.normal(size=(37, 1, 8, 8)).astype(np.float32)
+            self.labels = rng.integers(0, 3, 37)
+
+        def __len__(self):
+            return 37
+
+        def get_batch(self, indices):
+            return self.images[indices], self.labels[indices]
+
+    rank, world_size = dist.get_rank(), dist.get_world_size()
+    model = small_net(seed=0)
+    share = Subset(Images(), np.arange(rank, 37, world_size))
+    shared_loss, shared_accuracy = example.evaluate(model, DataLoader(share, 10), distributed=True)
+    whole_loss, whole_accuracy = example.evaluate(model, DataLoader(Images(), 10))
+    agreed = same_on_every_rank(np.array([shared_loss, shared_accuracy]))
+
+    assert agreed
+    assert shared_accuracy == whole_accuracy
+    # The same 37 positive losses, grouped into other batches: each batch mean is a float32 sum of at
+    # most 10 terms, within (10 + 2) eps32 of the exact one relative to it, and so is their total.
+    assert shared_loss == pytest.approx(whole_loss, rel=12 * np.finfo(np.float32).eps)

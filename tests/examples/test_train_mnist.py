@@ -638,3 +638,10 @@ def test_evaluate_tests_a_checkpoint_with_one_view_or_ten_crops_and_trains_nothi
     assert "ten crops of each test image" in stdout
     after = model_arrays(tmp_path / "checkpoint.npz")
     assert after[1] == before[1] and all(np.array_equal(after[0][k], before[0][k]) for k in before[0])
+
+
+def test_distributed_epoch_seeds_differ_per_rank_and_epoch_and_repeat_for_the_same_run(example_module):
+    seeds = {(rank, epoch): example_module.epoch_seed(0, rank, epoch) for rank in range(4) for epoch in range(1, 5)}
+    assert len(set(seeds.values())) == len(seeds)  # every rank its own dropout masks, every epoch new ones
+    assert seeds[(1, 3)] == example_module.epoch_seed(0, 1, 3)  # a resumed run draws the same numbers
+    assert example_module.epoch_seed(1, 1, 3) != seeds[(1, 3)]
