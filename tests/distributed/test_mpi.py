@@ -256,4 +256,4 @@ def test_train_mnist_evaluates_each_ranks_share_and_reports_the_whole_sets_figur
     assert shared_accuracy == whole_accuracy
     # The same 37 positive losses, grouped into other batches: each batch mean is a float32 sum of at
     # most 10 terms, within (10 + 2) eps32 of the exact one relative to it, and so is their total.
-    assert shared_loss == pytest.approx(whole_loss, rel=12 * np.finfo(np.float32).eps)
+    assert shared_loss == pytest.approx(whole_loss, rel=12 * float(np.finfo(np.float32).eps))
