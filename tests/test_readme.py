@@ -23,3 +23,13 @@ def test_readme_commands_point_at_existing_files():
         assert marker in text, f"README.md lost its {marker} block (.ci/run reads the test command from it)"
     assert (README.parent / "examples" / "train_mnist.py").exists()
     assert "examples/train_mnist.py" in text
+
+
+def test_the_first_example_prints_non_zero_gradients(capsys):
+    namespace = {}
+    exec(compile(python_blocks()[0], "README.md python block 0", "exec"), namespace)
+    printed = capsys.readouterr().out
+    for name in ("x", "w"):
+        grad = namespace[name].grad.numpy()
+        assert (grad != 0).all(), f"{name}.grad has zeros: the example would teach nothing"
+        assert str(namespace[name].grad) in printed
