@@ -137,6 +137,7 @@ def destroy_process_group():
 
 
 def is_initialized():
+    """True between ``init_process_group`` and ``destroy_process_group``."""
     return _group is not None
 
 
