@@ -124,6 +124,13 @@ class enable_grad(_GradMode):  # noqa: N801 - PyTorch's name
     _enabled = True
 
 
+# --------------------------------------------------------------------------- profiler hook
+
+# The recording profile (minialex.profiler.profile) while one is active, else None.
+# Function calls and the backward walk read it once each: not profiling costs one check.
+_profiler = None
+
+
 # --------------------------------------------------------------------------- dtypes
 
 DEFAULT_FLOAT = np.dtype(np.float32)
@@ -644,7 +651,12 @@ class Function:
         _check_same_device(type(self).__name__, tensors)
         record = is_grad_enabled() and any(t.requires_grad for t in tensors)
         self.needs_input_grad = tuple(record and t.requires_grad for t in tensors)
-        output_array = self.forward(*[t.data for t in tensors], **options)
+        arrays = [t.data for t in tensors]
+        profiler = _profiler  # read once: a profile in another thread may end meanwhile
+        if profiler is None:
+            output_array = self.forward(*arrays, **options)
+        else:
+            output_array = profiler.record_forward(self, arrays, options)
         if isinstance(output_array, np.generic):
             # NumPy gives a scalar, not a 0-d array, for a 0-d result: keep one array type (in-place ops write into it).
             output_array = np.asarray(output_array)
@@ -784,7 +796,11 @@ def run_backward(output, grad, retain_graph=False):
                 function._release()
             continue
         function._check_saved_versions()
-        input_grads = function.backward(grad_output)
+        profiler = _profiler  # read once: a profile in another thread may end meanwhile
+        if profiler is None:
+            input_grads = function.backward(grad_output)
+        else:
+            input_grads = profiler.record_backward(function, grad_output)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         edges = zip(function.inputs, function.input_grad_fns, function.needs_input_grad, input_grads)
