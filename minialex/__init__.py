@@ -6,7 +6,7 @@
 
 import numpy as _np
 
-from . import cuda, functional, nn
+from . import cuda, functional, nn, profiler
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 from .backend import manual_seed
 from .gradcheck import GradcheckError, gradcheck
@@ -28,6 +28,7 @@ __all__ = [
     "gradcheck",
     "int64",
     "nn",
+    "profiler",
     "is_grad_enabled",
     "manual_seed",
     "no_grad",
