@@ -8,6 +8,9 @@
    excerpt(...) finds its lines, every output() follows a python block.
    Broken placeholders fail with a message naming the problem.
 3. Where MkDocs is installed, ``mkdocs build --strict`` succeeds.
+4. Maths reads as maths: no product written with ``*`` in the prose (``C*kh*kw``)
+   is turned into emphasis (C<em>kh</em>kw) by Markdown, checked in the built
+   HTML and in the Markdown source (outside code and maths).
 """
 
 import importlib.util
@@ -15,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -24,6 +28,9 @@ DOCS = REPO / "docs"
 PAGES = sorted(p.name for p in DOCS.glob("*.md"))
 LAYER_PAGES = ["conv.md", "pool.md", "lrn.md", "relu.md", "dropout.md", "linear.md", "softmax_xent.md"]
 PYTHON_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", flags=re.M | re.S)
+# Maths as pymdownx.arithmatex reads it: $$ display $$, $inline$, \[ display \], \( inline \).
+MATHS = re.compile(r"\$\$.+?\$\$|\$[^$\s](?:[^$\n]*?[^$\s])?\$|\\\[.+?\\\]|\\\(.+?\\\)", flags=re.S)
+MATHS_OR_CODE = re.compile(r"(`+).+?\1|" + MATHS.pattern + r"|<!--.*?-->|\{\{.*?\}\}", flags=re.S)
 
 
 def load_hooks():
@@ -91,7 +98,10 @@ def test_page_placeholders_resolve(page, hooks):
     expanded = hooks.expand(text, str(REPO), page, run_code=False)
     for part in hooks.split_blocks(expanded):
         if part[0] == "text":
-            leftover = [line for line in part[1] if "{{" in line or "}}" in line]
+            # "}}" is everyday TeX (\frac{1}{b_{r}}), so inside maths only "{{" would be a placeholder
+            outside_maths = MATHS.sub(" ", "\n".join(part[1])).split("\n")
+            leftover = [line for line in part[1] if "{{" in line] + [
+                line for line in outside_maths if "}}" in line]
             assert not leftover, f"{page}: unexpanded placeholder {leftover}"
     for path, name in re.findall(r'\{\{ source\("([^"]+)", "([^"]+)"', text):
         assert f"`{path}`, lines " in expanded, f"{page}: source({path!r}, {name!r}) did not expand"
@@ -145,14 +155,179 @@ def test_results_say_plainly_when_nothing_was_measured(hooks, tmp_path):
 # --------------------------------------------------------------------------- 3. the site builds
 
 
-def test_mkdocs_build_strict(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site built once with ``mkdocs build --strict``: (the finished process, the site folder)."""
     if importlib.util.find_spec("mkdocs") is None:
         pytest.skip("MkDocs is not installed (pip install -e '.[docs]')")
+    folder = tmp_path_factory.mktemp("site") / "site"
     env = dict(os.environ, MPLBACKEND="Agg")
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(folder)],
         cwd=REPO, capture_output=True, text=True, env=env, timeout=300, check=False,
     )
+    return result, folder
+
+
+def test_mkdocs_build_strict(site):
+    result, folder = site
     assert result.returncode == 0, f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}"
-    assert (tmp_path / "site" / "conv" / "index.html").is_file()
+    assert (folder / "conv" / "index.html").is_file()
     assert "WARNING" not in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def built_pages(site):
+    result, folder = site
+    if result.returncode != 0:
+        pytest.fail(f"mkdocs build --strict failed:\n{result.stdout}\n{result.stderr}")
+    return {page: (folder / ("" if page == "index.md" else page[:-3]) / "index.html").read_text(encoding="utf-8")
+            for page in PAGES}
+
+
+# --------------------------------------------------------------------------- 4. maths reads as maths
+
+
+class ProseEmphasis(HTMLParser):
+    """The <em> elements of a page's prose (outside code, pre, maths, scripts), each with the
+    character just before it and just after it."""
+
+    SKIP = {"code", "pre", "script", "style"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack = []          # (tag, skipped) of the open elements
+        self.before = ""         # the prose text seen so far (its last character matters)
+        self.open_em = None      # [text before, text inside] of the <em> being read
+        self.found = []          # (char before, text, char after); char after filled on the next text
+
+    def skipped(self):
+        return any(skip for _, skip in self.stack)
+
+    def handle_starttag(self, tag, attrs):
+        classes = (dict(attrs).get("class") or "").split()
+        skip = tag in self.SKIP or "arithmatex" in classes or "katex" in classes
+        if tag in ("br", "img", "hr", "input", "meta", "link", "wbr"):
+            self.before += " "
+            return
+        self.stack.append((tag, skip))
+        if tag == "em" and not self.skipped():
+            self.open_em = [self.before[-1:], ""]
+        elif tag in ("p", "li", "td", "th", "div", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"):
+            self.before += " "
+
+    def handle_endtag(self, tag):
+        while self.stack:
+            open_tag, _ = self.stack.pop()
+            if open_tag == tag:
+                break
+        if tag == "em" and self.open_em is not None:
+            self.found.append([self.open_em[0], self.open_em[1], None])
+            self.open_em = None
+        elif tag in ("p", "li", "td", "th", "div", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote"):
+            self.before += " "
+
+    def handle_data(self, data):
+        if self.skipped():
+            data = "x"   # code or maths stands next to the text like a word
+        if self.open_em is not None:
+            self.open_em[1] += data
+        for item in self.found:
+            if item[2] is None:
+                item[2] = data[:1]
+        self.before += data
+
+
+def swallowed_stars(html):
+    """Emphasis glued to letters or digits on either side, as ``C*kh*kw`` becomes C<em>kh</em>kw."""
+    parser = ProseEmphasis()
+    parser.feed(html)
+    glued = re.compile(r"\w")  # "(a *logit*)" is emphasis; "C*kh*kw" and "2*x*y" are products
+    return [f"{before}<em>{text}</em>{after or ''}" for before, text, after in parser.found
+            if glued.match(before or " ") or glued.match(after or " ")]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_formula_becomes_emphasis_in_the_rendered_page(built_pages, page):
+    fragments = swallowed_stars(built_pages[page])
+    assert not fragments, (
+        f"{page}: a `*` in the prose was read as emphasis, so a product lost its stars: {fragments}. "
+        "Write the formula as maths ($...$) or as code (`...`).")
+
+
+def test_the_emphasis_check_catches_a_swallowed_product():
+    import markdown
+    html = markdown.markdown("it multiplies the C*kh*kw numbers of one window, *not* one pixel")
+    assert swallowed_stars(html) == ["C<em>kh</em>k"]
+    assert swallowed_stars(markdown.markdown("the `C*kh*kw` rows, *linear* in x")) == []
+
+
+
+
+def prose(markdown_text):
+    """A page's Markdown without its fenced blocks, inline code, maths, comments and placeholders."""
+    hooks = load_hooks()
+    text = "\n".join("\n".join(part[1]) for part in hooks.split_blocks(markdown_text) if part[0] == "text")
+    return MATHS_OR_CODE.sub(" ", text)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_no_bare_product_in_the_markdown_prose(page):
+    text = prose((DOCS / page).read_text(encoding="utf-8"))
+    products = sorted({m.group(0) for m in re.finditer(r"\w+(?:\*\w+)+", text) if "*" in m.group(0)})
+    assert not products, (
+        f"docs/{page}: products written with a bare `*` in the prose (Markdown reads `*` as emphasis): "
+        f"{products}. Write them as maths ($C k_h k_w$) or as code (`C*kh*kw`).")
+
+
+KATEX = DOCS / "js" / "katex"
+
+
+def test_maths_is_typeset_from_files_served_with_the_site(built_pages, site):
+    _, folder = site
+    for name in ("katex.min.js", "katex.min.css", "fonts/KaTeX_Main-Regular.woff2", "fonts/KaTeX_Math-Italic.woff2"):
+        assert (folder / "js" / "katex" / name).is_file(), f"the site does not serve js/katex/{name}"
+    assert "0.19.1" in (KATEX / "VERSION").read_text(encoding="utf-8") and (KATEX / "LICENSE").is_file()
+    fonts = re.findall(r"url\((fonts/[\w-]+\.woff2)\)", (KATEX / "katex.min.css").read_text(encoding="utf-8"))
+    missing = sorted({f for f in fonts if not (KATEX / f).is_file()})
+    assert fonts and not missing, f"katex.min.css names woff2 fonts that docs/js/katex/ lacks: {missing}"
+    for page in LAYER_PAGES + ["sgd.md", "adam.md", "autograd.md", "distributed.md"]:
+        html = built_pages[page]
+        assert 'class="arithmatex"' in html, f"{page} has no typeset maths"
+        for asset in ("js/katex/katex.min.js", "js/katex-init.js", "js/katex/katex.min.css"):
+            assert f'="../{asset}"' in html, f"{page} does not load {asset}"
+    for page, html in built_pages.items():
+        remote = re.findall(r'<(?:script|link)\b[^>]*(?:src|href)="(?:https?:)?//[^"]*"', html)
+        assert not remote, f"{page} loads files from another site: {remote}"
+
+
+def test_every_formula_parses_with_katex(built_pages, tmp_path):
+    """Each formula of every page goes through the served KaTeX with throwOnError, as a reader's browser
+    would render it (a formula KaTeX cannot parse shows up red on the page)."""
+    import html as html_module
+    import json
+    import shutil
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: the formulas are checked in a browser only")
+    formulas = []
+    for page, html in built_pages.items():
+        for tag, body in re.findall(r'<(span|div) class="arithmatex">(.*?)</\1>', html, flags=re.S):
+            tex = html_module.unescape(body).strip()
+            formulas.append({"page": page, "display": tag == "div", "tex": tex[2:-2]})  # drop \( \) or \[ \]
+    assert len(formulas) > 100, "the pages hold fewer formulas than they should"
+    script = tmp_path / "check.js"
+    script.write_text(
+        'const katex = require(process.argv[2]);\n'
+        'const failed = [];\n'
+        'for (const f of JSON.parse(require("fs").readFileSync(0, "utf8"))) {\n'
+        '  try { katex.renderToString(f.tex, {displayMode: f.display, throwOnError: true, strict: "error"}); }\n'
+        '  catch (e) { failed.push(f.page + ": " + e.message); }\n'
+        '}\n'
+        'console.log(JSON.stringify(failed));\n', encoding="utf-8")
+    result = subprocess.run([node, str(script), str(KATEX / "katex.min.js")], input=json.dumps(formulas),
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    failed = json.loads(result.stdout)
+    assert not failed, "formulas KaTeX cannot typeset:\n" + "\n".join(failed)
