@@ -63,22 +63,30 @@ def test_engines_benchmark_runs_with_whichever_engines_import():
     assert "| conv2 | 1 |" in report and "| lrn2 | 1 |" in report
 
 
-def test_every_results_file_records_its_command_commit_and_date(tmp_path, monkeypatch):
+def test_every_results_file_records_its_command_commit_date_repeats_and_machine(tmp_path, monkeypatch):
     from benchmarks import common
 
     monkeypatch.setattr(common, "RESULTS", tmp_path)
-    monkeypatch.setattr(common.sys, "argv", ["/somewhere/benchmarks/__main__.py", "--quick", "--name", "x y"])
-    json_path, md_path = common.write_results("x y", {"kernels": []}, "# Title\n\nbody")
+    monkeypatch.setattr(common.sys, "argv", ["/somewhere/benchmarks/__main__.py", "--quick", "--name", "x_y"])
+    payload = {"machine": machine_info(1), "kernels": []}
+    json_path, md_path = common.write_results("x_y", payload, "# Title\n\nbody",
+                                              repeats={"kernels": {"runs": 3, "warm-up": 1}})
     made = json.loads(json_path.read_text())["provenance"]
-    assert made["command"] == "python -m benchmarks --quick --name 'x y'"
+    assert made["command"] == "python -m benchmarks --quick --name x_y"
     assert len(made["commit"].split()[0]) == 40 or made["commit"].startswith("unknown")
+    assert made["repeats"] == {"kernels": {"runs": 3, "warm-up": 1}}
     lines = md_path.read_text().splitlines()
     assert lines[0] == "# Title" and lines[2].startswith("Command: `python -m benchmarks --quick")
     assert made["commit"] in lines[2] and "body" in lines
+    assert lines[3] == "Repeats: kernels: 3 runs, 1 warm-up."
+    gpu = payload["machine"]["gpu"] or "none"
+    assert lines[4] == f"CPU: {payload['machine']['cpu']} (ISA: {payload['machine']['isa']}); GPU: {gpu}."
 
 
-def test_machine_info_names_the_vector_extensions():
-    assert machine_info(1)["isa"]
+def test_machine_info_names_the_cpu_its_vector_extensions_and_the_gpu():
+    info = machine_info(1)
+    assert info["cpu"] and info["isa"]
+    assert "gpu" in info  # None where there is no GPU
 
 
 @pytest.mark.slow
