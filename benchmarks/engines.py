@@ -1,7 +1,8 @@
 """minialex against the other NumPy engines, DeZero and Chainer, kernel by kernel, in one process.
 
-    python -m benchmarks.engines              # batch 16, writes benchmarks/results/engines.json and .md
-    python -m benchmarks.engines --quick      # fewer repeats
+    python -m benchmarks.engines                          # batch 16, prints the table
+    python -m benchmarks.engines --quick                  # fewer repeats
+    python -m benchmarks.engines --name engines-<machine> # publishes benchmarks/results/engines-<machine>.json, .md
 
 Every engine runs on the same NumPy and BLAS threads, side by side, at the
 paper AlexNet's shapes. minialex is timed at the kernel level (as in the CPU
@@ -10,7 +11,8 @@ build the output; backward: ``y.backward()`` with the upstream gradient set),
 whose bookkeeping is negligible at these sizes. DeZero's conv2d has no
 ``groups``: a grouped layer is its G half-convolutions, timed together.
 Chainer's conv1 and minialex's conv1 skip the input gradient (the input is the
-data); DeZero always computes it.
+data); DeZero always computes it. Ratios are minialex's time / the engine's
+time: below 1, minialex is faster.
 
 DeZero 0.0.13 and Chainer 7.8.1 need NumPy < 2 (and DeZero the ``np.int``
 alias, set here before importing it). A separate environment works:
@@ -33,7 +35,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import numpy as np  # noqa: E402
 
-from benchmarks.common import machine_info, median_time, milliseconds, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    format_ratio,
+    machine_info,
+    median_time,
+    milliseconds,
+    report_unpublished,
+    write_results,
+)
 from benchmarks.kernels import minialex_kernel  # noqa: E402
 from benchmarks.layers import LAYERS  # noqa: E402
 
@@ -204,29 +213,27 @@ def _total(row, engine):
     return row[f"{engine}_forward"] + row[f"{engine}_backward"]
 
 
-def speedup(row, engine, part="total"):
-    """How many times faster minialex is than ``engine`` on this kernel (forward, backward or both)."""
+def ratio(row, engine, part="total"):
+    """minialex's time / ``engine``'s time on this kernel (forward, backward or both): below 1, minialex is faster."""
     if part == "total":
-        theirs, ours = _total(row, engine), _total(row, "minialex")
+        ours, theirs = _total(row, "minialex"), _total(row, engine)
     else:
-        theirs, ours = row.get(f"{engine}_{part}"), row.get(f"minialex_{part}")
-    return None if theirs is None or not ours else theirs / ours
+        ours, theirs = row.get(f"minialex_{part}"), row.get(f"{engine}_{part}")
+    return None if ours is None or not theirs else ours / theirs
 
 
 def markdown_report(info, rows):
-    def x(value):
-        return "-" if value is None else f"{value:.1f}x"
-
     lines = [
         "# minialex against the NumPy engines (CPU)",
         "",
-        f"Machine: {info['cpu']} ({info['isa']}), {info['cores']} cores; BLAS {info['blas']}; NumPy {info['numpy']}; "
-        f"DeZero {info.get('dezero') or '-'}; Chainer {info.get('chainer') or '-'}; Python {info['python']}.",
-        "One process, medians after warm-up. 'x faster' = the engine's time / minialex's time "
-        "(above 1: minialex is faster).",
+        f"Machine: {info['cpu']} ({info.get('isa', 'ISA not recorded')}), {info['cores']} cores; BLAS {info['blas']}; "
+        f"NumPy {info['numpy']}; DeZero {info.get('dezero') or '-'}; Chainer {info.get('chainer') or '-'}; "
+        f"Python {info['python']}.",
+        "One process, medians after warm-up. Ratio = minialex's time / the engine's time "
+        "(below 1: minialex faster).",
         "",
         "| kernel | batch | minialex fwd ms | DeZero fwd ms | Chainer fwd ms | minialex bwd ms | DeZero bwd ms "
-        "| Chainer bwd ms | x faster than DeZero (fwd / bwd / both) | x faster than Chainer (fwd / bwd / both) |",
+        "| Chainer bwd ms | minialex / DeZero (fwd / bwd / both) | minialex / Chainer (fwd / bwd / both) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
@@ -234,7 +241,8 @@ def markdown_report(info, rows):
         cells += [milliseconds(row.get(f"{engine}_forward")) for engine in ENGINES]
         cells += [milliseconds(row.get(f"{engine}_backward")) for engine in ENGINES]
         for engine in ("dezero", "chainer"):
-            cells.append(" / ".join(x(speedup(row, engine, part)) for part in ("forward", "backward", "total")))
+            cells.append(" / ".join(format_ratio(ratio(row, engine, part))
+                                    for part in ("forward", "backward", "total")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -244,15 +252,22 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--kernels", nargs="*", help="only these kernels, e.g. conv2 pool1")
-    parser.add_argument("--name", default="engines", help="results file name (benchmarks/results/<name>.json/.md)")
+    parser.add_argument("--name", default=None,
+                        help="publish as benchmarks/results/<name>.json and .md (without it the run only prints)")
     args = parser.parse_args(argv)
     engines = load_engines()
     info = machine_info(threads=None)
     info.update({name: getattr(module, "__version__", "?") for name, module in engines.items()})
     print(f"machine: {info}", flush=True)
-    rows = engine_rows(args.batch, 3 if args.quick else 7, engines, args.kernels)
+    repeats = 3 if args.quick else 7
+    rows = engine_rows(args.batch, repeats, engines, args.kernels)
     report = markdown_report(info, rows)
-    json_path, md_path = write_results(args.name, {"machine": info, "kernels": rows}, report)
+    if not args.name:
+        report_unpublished(report, "python -m benchmarks.engines")
+        return 0
+    payload = {"suite": "engines", "machine": info, "quick": args.quick, "kernels": rows}
+    json_path, md_path = write_results(args.name, payload, report,
+                                       repeats={"kernels": {"runs": repeats, "warm-up": 1}})
     print(report)
     print(f"\nwritten: {json_path} and {md_path}")
     return 0

@@ -1,8 +1,9 @@
 """GPU benchmarks: AlexNet's kernels and whole training step, CPU vs generic CuPy vs CUDA fast paths vs PyTorch.
 
-    python benchmarks/gpu.py              # batch 128, writes benchmarks/results/gpu-<gpu name>.json and .md
+    python benchmarks/gpu.py              # batch 128, prints the tables
     python benchmarks/gpu.py --quick      # batch 32, fewer repeats (a smoke run)
     python -m benchmarks.gpu --no-cpu     # leave out the (slow) CPU NumPy columns
+    python benchmarks/gpu.py --name gpu-<gpu name>   # publishes benchmarks/results/gpu-<gpu name>.json and .md
 
 Four columns for every kernel of the paper's AlexNet (forward and backward)
 and for the whole training step (forward + loss + backward + SGD momentum
@@ -18,10 +19,13 @@ GPU times are CUDA-event times: ``cupyx.profiler.benchmark`` for minialex
 torch.cuda.Event pairs the same way for PyTorch; each cell is the median.
 CPU times are perf_counter medians. PyTorch runs in strict float32 (TF32 off
 for cuDNN and cuBLAS), as CuPy does by default, so both do the same arithmetic.
+Every ratio is a time over a reference time (fast / generic, fast / torch,
+path / CPU): below 1, the first is faster.
 """
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -34,7 +38,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import numpy as np  # noqa: E402
 
 import minialex as ma  # noqa: E402
-from benchmarks.common import median_time, write_results  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    cpu_isa,
+    cpu_model,
+    format_ratio,
+    median_time,
+    report_unpublished,
+    write_results,
+)
 from benchmarks.cpu import minialex_train_step, torch_train_step  # noqa: E402
 from benchmarks.kernels import minialex_kernel, torch_kernel  # noqa: E402
 from benchmarks.layers import LAYERS  # noqa: E402
@@ -144,6 +155,9 @@ def gpu_info(torch):
     name = properties["name"]
     info = {
         "gpu": name.decode() if isinstance(name, bytes) else str(name),
+        "cpu": cpu_model(),  # the host, which runs the CPU columns
+        "isa": cpu_isa(),
+        "cores": os.cpu_count(),
         "compute_capability": f"{properties.get('major', '?')}.{properties.get('minor', '?')}",
         "memory_gib": round(properties.get("totalGlobalMem", 0) / 2**30, 1),
         "cuda_runtime": _version(cp.cuda.runtime.runtimeGetVersion()),
@@ -176,10 +190,6 @@ def _ratio(a, b):
     return None if a is None or not b else a / b
 
 
-def _x(value):
-    return "-" if value is None else f"{value:.2f}x"
-
-
 def _total(row, path):
     forward = row.get(f"{path}_forward")
     if forward is None:
@@ -188,19 +198,20 @@ def _total(row, path):
 
 
 def targets(kernels, step):
-    """The issue's targets, each with its measured value and whether it is met."""
+    """The GPU targets, each as (target, measured ratio, met); every ratio is minialex's time / the reference's."""
     checks = []
     if step.get("torch"):
         value = step["fast"] / step["torch"]
-        checks.append(("training step: minialex GPU <= 2.0x PyTorch CUDA", f"{value:.2f}x", value <= 2.0))
+        checks.append(("training step: minialex GPU / PyTorch CUDA <= 2.0", format_ratio(value), value <= 2.0))
     if step.get("cpu"):
-        value = step["cpu"] / step["fast"]
-        checks.append(("training step: minialex GPU >= 50x faster than minialex CPU", f"{value:.0f}x", value >= 50))
+        value = step["fast"] / step["cpu"]
+        checks.append(("training step: minialex GPU / minialex CPU <= 0.02 (50 times faster)",
+                       f"{format_ratio(value)} (1/{1 / value:.0f})", value <= 1 / 50))
     for row in kernels:
         if row["kernel"].startswith(("lrn", "pool")):
-            value = _ratio(_total(row, "generic"), _total(row, "fast"))
-            checks.append((f"{row['kernel']}: fast path >= 5x faster than generic CuPy (fwd+bwd)",
-                           _x(value), value is not None and value >= 5))
+            value = _ratio(_total(row, "fast"), _total(row, "generic"))
+            checks.append((f"{row['kernel']}: fast path / generic CuPy (fwd+bwd) <= 0.2 (5 times faster)",
+                           format_ratio(value), value is not None and value <= 1 / 5))
     return checks
 
 
@@ -219,24 +230,25 @@ def markdown_report(info, settings, kernels, step):
         "## Kernels",
         "",
         "| kernel | batch | cpu fwd ms | generic fwd ms | fast fwd ms | torch fwd ms | cpu bwd ms | generic bwd ms "
-        "| fast bwd ms | torch bwd ms | fast vs generic | fast / torch |",
+        "| fast bwd ms | torch bwd ms | fast / generic | fast / torch |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in kernels:
         cells = [row["kernel"], "-" if row["batch"] is None else str(row["batch"])]
         cells += [_ms(row.get(f"{path}_forward")) for path in PATHS]
         cells += [_ms(row.get(f"{path}_backward")) for path in PATHS]
-        cells += [_x(_ratio(_total(row, "generic"), _total(row, "fast"))),
-                  _x(_ratio(_total(row, "fast"), _total(row, "torch")))]
+        cells += [format_ratio(_ratio(_total(row, "fast"), _total(row, "generic"))),
+                  format_ratio(_ratio(_total(row, "fast"), _total(row, "torch")))]
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
-        "(fast vs generic: how many times faster the fast path is, forward + backward; fast / torch: minialex's "
-        "time over PyTorch's, below 1 is faster. The sgd row updates one (4096, 9216) parameter: fc6's weight.)",
+        "(fast / generic: the fast path's time over the generic CuPy path's, forward + backward; fast / torch: "
+        "minialex's time over PyTorch's. Below 1, the fast path is faster. The sgd row updates one (4096, 9216) "
+        "parameter: fc6's weight.)",
     ]
     if step.get("fast") is not None:
         lines += _step_table(step)
-    lines += ["", "## Targets (issue 7)", "", "| target | measured | met |", "| --- | ---: | :---: |"]
+    lines += ["", "## Targets", "", "| target | measured | met |", "| --- | ---: | :---: |"]
     for name, value, met in targets(kernels, step):
         lines.append(f"| {name} | {value} | {'yes' if met else 'NO'} |")
     return "\n".join(lines)
@@ -248,13 +260,13 @@ def _step_table(step):
         f"## Whole training step (paper AlexNet, batch {step['batch']}: forward + loss + backward + SGD momentum 0.9, "
         "weight decay 5e-4)",
         "",
-        "| path | ms | / torch | speed-up over minialex CPU |",
+        "| path | ms | / torch | / minialex CPU |",
         "| --- | ---: | ---: | ---: |",
     ]
     for path in PATHS:
         if step.get(path) is not None:
-            lines.append(f"| {path} | {step[path] * 1e3:.1f} | {_x(_ratio(step[path], step.get('torch')))} | "
-                         f"{_x(_ratio(step.get('cpu'), step[path]))} |")
+            lines.append(f"| {path} | {step[path] * 1e3:.1f} | {format_ratio(_ratio(step[path], step.get('torch')))} | "
+                         f"{format_ratio(_ratio(step[path], step.get('cpu')))} |")
     return lines
 
 
@@ -286,7 +298,8 @@ def main(argv=None):
     parser.add_argument("--kernels", nargs="*", help="only these kernels, e.g. lrn1 pool1 (and no training step)")
     parser.add_argument("--no-cpu", action="store_true", help="leave out the CPU NumPy columns")
     parser.add_argument("--no-torch", action="store_true", help="leave out PyTorch")
-    parser.add_argument("--name", default=None, help="results file name (default gpu-<gpu name>)")
+    parser.add_argument("--name", default=None, help="publish as benchmarks/results/<name>.json and .md, e.g. "
+                                                     "gpu-<gpu name> (without it the run only prints)")
     args = parser.parse_args(argv)
 
     if not ma.cuda.is_available():
@@ -314,10 +327,19 @@ def main(argv=None):
     if not args.kernels:
         print(f"training step at batch {batch}:", flush=True)
         step = step_row(batch, settings, torch)
-    payload = {"machine": info, "quick": args.quick, "settings": settings, "kernels": kernels, "train_step": step,
+    payload = {"suite": "gpu", "machine": info, "quick": args.quick, "settings": settings, "kernels": kernels,
+               "train_step": step,
                "targets": [{"target": n, "measured": v, "met": bool(m)} for n, v, m in targets(kernels, step)]}
     report = markdown_report(info, settings, kernels, step)
-    json_path, md_path = write_results(args.name or f"gpu-{_slug(info['gpu'])}", payload, report)
+    if not args.name:
+        report_unpublished(report, "python benchmarks/gpu.py", example=f"gpu-{_slug(info['gpu'])}")
+        return 0
+    repeats = {"gpu kernels": {"runs": settings["repeats"], "warm-up": settings["warmup"]},
+               "gpu training step": {"runs": settings["step_repeats"], "warm-up": settings["warmup"]}}
+    if settings["cpu"]:
+        repeats["cpu kernels"] = {"runs": settings["cpu_repeats"], "warm-up": 1}
+        repeats["cpu training step"] = {"runs": settings["cpu_step_repeats"], "warm-up": 1}
+    json_path, md_path = write_results(args.name, payload, report, repeats=repeats)
     print(report)
     print(f"\nwritten: {json_path} and {md_path}")
     return 0
