@@ -118,12 +118,12 @@ def machine_info(threads):
 # --------------------------------------------------------------------------- provenance
 
 
-def git_commit():
-    """The checkout's commit, marked when tracked files have uncommitted changes."""
+def git_commit(paths=()):
+    """The checkout's commit, marked when tracked files (or those under ``paths``) have uncommitted changes."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout.strip()
         return commit + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
