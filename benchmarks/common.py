@@ -178,7 +178,7 @@ def repeats_of(payload):
         return {"kernels": {"runs": runs, "warm-up": 1}, "training step": {"runs": runs, "warm-up": 2},
                 "memory": {"steps": 3},
                 "note": f"not recorded by the run: the suite's counts with {how}"}
-    return {"kernels": {"runs": "7 (3 with --quick)", "warm-up": 1},
+    return {"kernels": "7 runs after 1 warm-up, or 3 with --quick",
             "note": "not recorded by the run, nor whether --quick was given"}
 
 
