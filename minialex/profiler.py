@@ -75,6 +75,7 @@ path reads it once per Function call and once per backward.
 
 import json
 import math
+import numbers
 import os
 import threading
 import time
@@ -519,7 +520,9 @@ class profile:  # noqa: N801 - PyTorch's name
         self._check_done("table")
         if sort_by not in SORT_KEYS:
             raise ValueError(f"table: sort_by must be one of {', '.join(map(repr, SORT_KEYS))}; got {sort_by!r}")
-        if row_limit is not None and (isinstance(row_limit, bool) or not isinstance(row_limit, int) or row_limit < 1):
+        if row_limit is not None and (
+            isinstance(row_limit, bool) or not isinstance(row_limit, numbers.Integral) or row_limit < 1
+        ):
             raise ValueError(f"table: row_limit must be a positive int or None, got {row_limit!r}")
         rows = self.key_averages()
         if sort_by == "name":
@@ -584,7 +587,9 @@ class profile:  # noqa: N801 - PyTorch's name
         try:
             path = os.fspath(path)
         except TypeError:
-            raise TypeError(f"export_chrome_trace: path must be a str or os.PathLike, got {type(path).__name__}") from None
+            raise TypeError(
+                f"export_chrome_trace: path must be a str or os.PathLike, got {type(path).__name__}"
+            ) from None
         process = os.getpid()
         tracks = {}  # (pid, tid) -> the track's name
 
