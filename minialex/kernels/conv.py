@@ -24,11 +24,13 @@ module comes from the inputs) and knows nothing about autograd.
 """
 
 import collections
+import numbers
 import threading
 
 import numpy as np
 
 from minialex.backend import get_array_module
+from minialex.kernels import check_pair
 from minialex.kernels import cuda as fast_paths
 from minialex.kernels.cuda import conv as cuda_conv
 
@@ -38,12 +40,50 @@ def conv_output_size(size, kernel, stride, padding):
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def _window_slices(offset, out_size, stride):
-    """Rows (or columns) of the padded image that kernel offset ``offset`` touches.
+def _window_slice(offset, stride, out_size):
+    """Rows (or columns) of the padded input that kernel offset ``offset`` touches.
 
     Output position y reads padded row y*stride + offset, for y = 0 .. out_size-1.
     """
     return slice(offset, offset + stride * (out_size - 1) + 1, stride)
+
+
+def _check_output_size(x_shape, kh, kw, stride, padding):
+    """(oh, ow) of a kh x kw window over x_shape, or a ValueError if the padded input is smaller than the window."""
+    _, _, H, W = x_shape
+    oh = conv_output_size(H, kh, stride[0], padding[0])
+    ow = conv_output_size(W, kw, stride[1], padding[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"conv2d output would be empty: input {H}x{W} with kernel {(kh, kw)}, "
+            f"stride {stride}, padding {padding} gives {oh}x{ow}"
+        )
+    return oh, ow
+
+
+def _check_arguments(x, weight, bias, stride, padding, groups):
+    """stride and padding as (h, w) pairs, or a ValueError/TypeError naming what is wrong."""
+    stride = check_pair("stride", stride, 1)
+    padding = check_pair("padding", padding, 0)
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"conv2d expects x of shape (N, C, H, W), got shape {getattr(x, 'shape', None)}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"conv2d expects a floating-point x, got dtype {x.dtype}")
+    if getattr(weight, "ndim", None) != 4:
+        raise ValueError(
+            f"conv2d expects weight of shape (O, C/groups, kh, kw), got shape {getattr(weight, 'shape', None)}"
+        )
+    if weight.dtype != x.dtype:
+        raise TypeError(f"conv2d expects weight of x's dtype {x.dtype}, got dtype {weight.dtype}")
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be a positive int, got {groups!r}")
+    C, (O, C_per_group) = x.shape[1], weight.shape[:2]
+    if C % groups or O % groups or C_per_group != C // groups:
+        raise ValueError(f"weight {weight.shape} does not fit input {x.shape} with groups={groups}")
+    if bias is not None and tuple(bias.shape) != (O,):
+        raise ValueError(f"bias must have shape ({O},), got {tuple(bias.shape)}")
+    _check_output_size(x.shape, *weight.shape[2:], stride, padding)
+    return stride, padding
 
 
 # --------------------------------------------------------------------------- column buffers
@@ -93,6 +133,9 @@ def clear_released_columns():
         _free_columns.clear()
 
 
+# --------------------------------------------------------------------------- im2col and col2im
+
+
 def im2col(x, kh, kw, stride, padding):
     """Unfold every kh x kw window of ``x`` into a column.
 
@@ -106,11 +149,9 @@ def im2col(x, kh, kw, stride, padding):
     """
     xp = get_array_module(x)
     N, C, H, W = x.shape
-    sh, sw = stride
-    ph, pw = padding
-    oh = conv_output_size(H, kh, sh, ph)
-    ow = conv_output_size(W, kw, sw, pw)
-    assert oh > 0 and ow > 0, f"kernel {kh}x{kw} larger than padded input {x.shape}"
+    sh, sw = stride = check_pair("stride", stride, 1)
+    ph, pw = padding = check_pair("padding", padding, 0)
+    oh, ow = _check_output_size(x.shape, kh, kw, stride, padding)
     if fast_paths.active(x):  # CuPy array: one CUDA thread per column element
         return cuda_conv.im2col(x, kh, kw, stride, padding)
 
@@ -127,9 +168,9 @@ def im2col(x, kh, kw, stride, padding):
     else:
         col = xp.empty((C, kh, kw, N, oh, ow), dtype=x.dtype)
     for i in range(kh):
-        rows = _window_slices(i, oh, sh)
+        rows = _window_slice(i, sh, oh)
         for j in range(kw):
-            cols = _window_slices(j, ow, sw)
+            cols = _window_slice(j, sw, ow)
             # (N, C, oh, ow) -> (C, N, oh, ow): the assignment does the transpose.
             col[:, i, j] = x_padded[:, :, rows, cols].transpose(1, 0, 2, 3)
     return col.reshape(C * kh * kw, N * oh * ow)
@@ -149,14 +190,14 @@ def col2im(col, x_shape, kh, kw, stride, padding):
     """
     xp = get_array_module(col)
     N, C, H, W = x_shape
-    sh, sw = stride
-    ph, pw = padding
-    oh = conv_output_size(H, kh, sh, ph)
-    ow = conv_output_size(W, kw, sw, pw)
-    assert col.shape == (C * kh * kw, N * oh * ow), (
-        f"col shape {col.shape} does not match x_shape {x_shape} with kernel {kh}x{kw}, "
-        f"stride {stride}, padding {padding}: expected {(C * kh * kw, N * oh * ow)}"
-    )
+    sh, sw = stride = check_pair("stride", stride, 1)
+    ph, pw = padding = check_pair("padding", padding, 0)
+    oh, ow = _check_output_size(x_shape, kh, kw, stride, padding)
+    if col.shape != (C * kh * kw, N * oh * ow):
+        raise ValueError(
+            f"col shape {col.shape} does not match x_shape {x_shape} with kernel {kh}x{kw}, "
+            f"stride {stride}, padding {padding}: expected {(C * kh * kw, N * oh * ow)}"
+        )
     if fast_paths.active(col):  # CuPy array: one CUDA thread per pixel, gathering its windows
         return cuda_conv.col2im(col, x_shape, kh, kw, stride, padding)
 
@@ -167,11 +208,14 @@ def col2im(col, x_shape, kh, kw, stride, padding):
     # One transposing copy at the end gives NCHW (and drops the padding).
     x_padded = xp.zeros((C, N, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
     for i in range(kh):
-        rows = _window_slices(i, oh, sh)
+        rows = _window_slice(i, sh, oh)
         for j in range(kw):
-            cols = _window_slices(j, ow, sw)
+            cols = _window_slice(j, sw, ow)
             x_padded[:, :, rows, cols] += col[:, i, j]
     return xp.ascontiguousarray(x_padded[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3))
+
+
+# --------------------------------------------------------------------------- the layer
 
 
 _scratch_space = threading.local()  # per thread: two threads' backward passes never share it
@@ -203,20 +247,18 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
         weight (O, C/G, kh, kw)        viewed as (G, O/G, C/G*kh*kw)
         out = weight @ col             -> (G, O/G, N*oh*ow) -> (N, O, oh, ow)
 
+    stride and padding are (h, w) pairs of ints (an int means both).
+
     Returns (out, cache). The cache holds exactly what conv2d_backward needs:
     ``col`` (for dW), ``weight`` (for dx), ``x_shape`` (to fold dcol back with
     col2im), ``kernel_size``, ``stride``, ``padding``, ``groups`` and ``has_bias``.
     ``x`` itself is not kept: ``col`` already holds every value dW needs.
     """
+    stride, padding = _check_arguments(x, weight, bias, stride, padding, groups)
     xp = get_array_module(x, weight)
     N, C, H, W = x.shape
     O, C_per_group, kh, kw = weight.shape
-    G = groups
-    assert C % G == 0 and O % G == 0 and C_per_group == C // G, (
-        f"weight {weight.shape} does not fit input {x.shape} with groups={groups}"
-    )
-    assert weight.dtype == x.dtype, f"weight dtype {weight.dtype} != input dtype {x.dtype}"
-    assert bias is None or bias.shape == (O,), f"bias shape {bias.shape} != ({O},)"
+    G = int(groups)
     oh = conv_output_size(H, kh, stride[0], padding[0])
     ow = conv_output_size(W, kw, stride[1], padding[1])
 
@@ -241,7 +283,7 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
         "kernel_size": (kh, kw),
         "stride": stride,
         "padding": padding,
-        "groups": groups,
+        "groups": G,
         "has_bias": bias is not None,
     }
     return out, cache
@@ -267,8 +309,11 @@ def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True):
     kh, kw = cache["kernel_size"]
     G = cache["groups"]
     N, O, oh, ow = dout.shape
-    assert O == weight.shape[0], f"dout {dout.shape} does not match weight {weight.shape}"
-    assert col.shape[1] == N * oh * ow, f"dout {dout.shape} does not match the cached col {col.shape}"
+    if O != weight.shape[0] or col.shape[1] != N * oh * ow:
+        raise ValueError(
+            f"dout has shape {tuple(dout.shape)}, which does not match the forward's weight "
+            f"{tuple(weight.shape)} and columns {tuple(col.shape)}"
+        )
 
     # NCHW -> (O, N*oh*ow): the same column order as col. One copy.
     dout_cols = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, O // G, N * oh * ow)
@@ -300,18 +345,18 @@ def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True):
 def _input_grad_wide(weight_groups, dout, x_shape, kh, kw, padding):
     """dx of a stride-1 convolution on the CPU: the dcol GEMM on "wide" rows, then col2im in long runs.
 
-    The CPU fast path beside ``dcol = W.T @ dout_cols; col2im(dcol)``, with the
-    same result (the tests compare the two). With stride 1, output (y, x) at
-    kernel offset (i, j) reads padded pixel (y + i, x + j), which in a padded
-    plane flattened to Hp*Wp values sits at (i*Wp + j) + (y*Wp + x). So if
-    every output row is widened from ow to Wp columns, the entries one offset
-    adds back form ONE contiguous run of oh*Wp values per (c, n) plane, at
-    i*Wp + j, instead of oh short rows of ow values; NumPy's per-row overhead
-    dominated col2im at AlexNet's 13x13 maps. The widening columns carry
-    dout = 0, so their dcol entries are 0 and adding them anywhere changes
-    nothing; one spare row takes the last offsets' overrun. The price is
-    Wp/ow more GEMM columns (15/13 at 13x13): conv5's input gradient, batch
-    16, 32 -> 25 ms.
+    The CPU speed-up beside ``dcol = W.T @ dout_cols; col2im(dcol)`` in
+    conv2d_backward, with the same result up to round-off (the tests compare
+    the two). With stride 1, output (y, x) at kernel offset (i, j) reads
+    padded pixel (y + i, x + j), which in a padded plane flattened to Hp*Wp
+    values sits at (i*Wp + j) + (y*Wp + x). So if every output row is widened
+    from ow to Wp columns, the entries one offset adds back form ONE
+    contiguous run of oh*Wp values per (c, n) plane, at i*Wp + j, instead of
+    oh short rows of ow values; NumPy's per-row overhead dominated col2im at
+    AlexNet's 13x13 maps. The widening columns carry dout = 0, so their dcol
+    entries are 0 and adding them anywhere changes nothing; one spare row
+    takes the last offsets' overrun. The price is Wp/ow more GEMM columns
+    (15/13 at 13x13): conv5's input gradient, batch 16, 32 -> 25 ms. NumPy only.
     """
     N, O, oh, ow = dout.shape
     _, C, H, W = x_shape
@@ -325,10 +370,10 @@ def _input_grad_wide(weight_groups, dout, x_shape, kh, kw, padding):
                      out=_scratch(dcol_shape, dout.dtype))
     dcol = dcol.reshape(C, kh, kw, N, oh * Wp)
     # Channel-major like dcol, one spare row for the overrun of the last offsets.
-    x_flat = np.zeros((C, N, (Hp + 1) * Wp), dtype=dout.dtype)
+    dx_flat = np.zeros((C, N, (Hp + 1) * Wp), dtype=dout.dtype)
     for i in range(kh):
         for j in range(kw):
             start = i * Wp + j
-            x_flat[:, :, start:start + oh * Wp] += dcol[:, i, j]
-    x_padded = x_flat[:, :, :Hp * Wp].reshape(C, N, Hp, Wp)
-    return np.ascontiguousarray(x_padded[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3))
+            dx_flat[:, :, start:start + oh * Wp] += dcol[:, i, j]
+    dx_padded = dx_flat[:, :, :Hp * Wp].reshape(C, N, Hp, Wp)
+    return np.ascontiguousarray(dx_padded[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3))

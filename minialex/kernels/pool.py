@@ -21,18 +21,18 @@ offset (i, j) the pixels under every window form one strided slice
 ``x_padded[:, :, i::sh, j::sw]``, so a 3x3 pool is nine vectorised steps.
 """
 
-import numbers
 from typing import NamedTuple, Tuple
 
 import numpy as np
 
 from minialex.backend import get_array_module
+from minialex.kernels import check_pair
 from minialex.kernels import cuda as fast_paths
 from minialex.kernels.cuda import pool as cuda_pool
 
 
 def pool_output_size(size, kernel, stride, padding):
-    """Output length along one axis, PyTorch's floor mode: (size + 2*pad - kernel)//stride + 1."""
+    """Output length along one axis: floor((size + 2*padding - kernel) / stride) + 1 (PyTorch's floor mode)."""
     return (size + 2 * padding - kernel) // stride + 1
 
 
@@ -47,17 +47,30 @@ class MaxPoolCache(NamedTuple):
     padding: Tuple[int, int]
 
 
-def _pair(value, name):
-    """A (h, w) pair of ints from an int or a pair, or a TypeError naming the argument."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value), int(value)
-    if (
-        isinstance(value, (tuple, list))
-        and len(value) == 2
-        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
-    ):
-        return int(value[0]), int(value[1])
-    raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+def _check_arguments(x, kernel_size, stride, padding):
+    """kernel_size, stride and padding as (h, w) pairs, or a ValueError/TypeError naming what is wrong."""
+    kernel_size = check_pair("kernel_size", kernel_size, 1)
+    stride = check_pair("stride", stride, 1)
+    padding = check_pair("padding", padding, 0)
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"max_pool2d expects x of shape (N, C, H, W), got shape {getattr(x, 'shape', None)}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"max_pool2d expects a floating-point x, got dtype {x.dtype}")
+    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
+    if ph > kh // 2 or pw > kw // 2:
+        raise ValueError(
+            f"padding must be between 0 and half the kernel size, got padding {padding} "
+            f"for kernel_size {kernel_size}"
+        )
+    _, _, H, W = x.shape
+    oh = pool_output_size(H, kh, sh, ph)
+    ow = pool_output_size(W, kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"max_pool2d output would be empty: input {H}x{W} with kernel {kernel_size}, "
+            f"stride {stride}, padding {padding} gives {oh}x{ow}"
+        )
+    return kernel_size, stride, padding
 
 
 def _argmax_dtype(xp, window_area):
@@ -67,22 +80,25 @@ def _argmax_dtype(xp, window_area):
 
 
 def _window_slice(offset, stride, out_size):
-    """The strided slice of padded-input rows (or columns) under window offset ``offset``."""
+    """Rows (or columns) of the padded input that window offset ``offset`` touches.
+
+    Output position y reads padded row y*stride + offset, for y = 0 .. out_size-1.
+    """
     return slice(offset, offset + stride * (out_size - 1) + 1, stride)
 
 
-def _reads_real_pixels(offset, kh, kw, sh, sw, ph, pw, h, w, oh, ow, xp):
+def _reads_real_pixels(offset, kh, kw, sh, sw, ph, pw, H, W, oh, ow, xp):
     """(oh, ow) booleans: True where window offset i*kw + j reads a real pixel, not the padding.
 
     At offset (i, j) the window of output (y, x) reads padded row y*sh + i and
-    column x*sw + j; the real image occupies rows ph .. ph+h-1 and columns
-    pw .. pw+w-1. Broadcasts against (N, C, oh, ow).
+    column x*sw + j; the real image occupies rows ph .. ph+H-1 and columns
+    pw .. pw+W-1. Broadcasts against (N, C, oh, ow).
     """
     i, j = divmod(offset, kw)
     rows = xp.arange(oh) * sh + i
     cols = xp.arange(ow) * sw + j
-    real_row = (rows >= ph) & (rows < ph + h)
-    real_col = (cols >= pw) & (cols < pw + w)
+    real_row = (rows >= ph) & (rows < ph + H)
+    real_col = (cols >= pw) & (cols < pw + W)
     return real_row[:, None] & real_col[None, :]
 
 
@@ -106,37 +122,17 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
             each window's FIRST maximum in row-major window order (PyTorch's
             tie rule), plus x's shape and dtype and the pooling geometry.
     """
-    kh, kw = _pair(kernel_size, "kernel_size")
-    sh, sw = _pair(stride, "stride")
-    ph, pw = _pair(padding, "padding")
-    if getattr(x, "ndim", None) != 4:
-        raise ValueError(f"max_pool2d expects x of shape (N, C, H, W), got shape {getattr(x, 'shape', None)}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"max_pool2d expects a floating-point x, got dtype {x.dtype}")
-    if kh < 1 or kw < 1:
-        raise ValueError(f"kernel_size must be positive, got {(kh, kw)}")
-    if sh < 1 or sw < 1:
-        raise ValueError(f"stride must be positive, got {(sh, sw)}")
-    if ph < 0 or pw < 0 or ph > kh // 2 or pw > kw // 2:
-        raise ValueError(
-            f"padding must be between 0 and half the kernel size, got padding {(ph, pw)} "
-            f"for kernel_size {(kh, kw)}"
-        )
-    n, c, h, w = x.shape
-    oh = pool_output_size(h, kh, sh, ph)
-    ow = pool_output_size(w, kw, sw, pw)
-    if oh < 1 or ow < 1:
-        raise ValueError(
-            f"max_pool2d output would be empty: input {h}x{w} with kernel {(kh, kw)}, "
-            f"stride {(sh, sw)}, padding {(ph, pw)} gives {oh}x{ow}"
-        )
+    (kh, kw), (sh, sw), (ph, pw) = _check_arguments(x, kernel_size, stride, padding)
     if fast_paths.active(x):  # CuPy array: one CUDA thread per output
         return cuda_pool.max_pool2d_forward(x, (kh, kw), (sh, sw), (ph, pw))
 
     xp = get_array_module(x)
+    N, C, H, W = x.shape
+    oh = pool_output_size(H, kh, sh, ph)
+    ow = pool_output_size(W, kw, sw, pw)
     if ph or pw:
-        x_padded = xp.full((n, c, h + 2 * ph, w + 2 * pw), -xp.inf, dtype=x.dtype)
-        x_padded[:, :, ph : ph + h, pw : pw + w] = x
+        x_padded = xp.full((N, C, H + 2 * ph, W + 2 * pw), -xp.inf, dtype=x.dtype)
+        x_padded[:, :, ph : ph + H, pw : pw + W] = x
     else:
         x_padded = x
 
@@ -159,17 +155,17 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     # masks in the usual case.)
     padding_may_tie = bool(ph or pw) and bool((out == -xp.inf).any())
     argmax_dtype = _argmax_dtype(xp, kh * kw)
-    argmax = xp.zeros((n, c, oh, ow), dtype=argmax_dtype)
-    found = xp.zeros((n, c, oh, ow), dtype=bool)
+    argmax = xp.zeros((N, C, oh, ow), dtype=argmax_dtype)
+    found = xp.zeros((N, C, oh, ow), dtype=bool)
     for offset in range(kh * kw):
         first_hit = window(offset) == out
         if padding_may_tie:
-            first_hit &= _reads_real_pixels(offset, kh, kw, sh, sw, ph, pw, h, w, oh, ow, xp)
+            first_hit &= _reads_real_pixels(offset, kh, kw, sh, sw, ph, pw, H, W, oh, ow, xp)
         first_hit &= ~found
         found |= first_hit
         argmax += first_hit * argmax_dtype(offset)  # a scalar of argmax's type keeps it uint8
 
-    cache = MaxPoolCache(argmax, (n, c, h, w), x.dtype, (kh, kw), (sh, sw), (ph, pw))
+    cache = MaxPoolCache(argmax, (N, C, H, W), x.dtype, (kh, kw), (sh, sw), (ph, pw))
     return out, cache
 
 
@@ -187,7 +183,7 @@ def max_pool2d_backward(dout, cache):
     Returns:
         dx: (N, C, H, W) in x's dtype.
     """
-    argmax, (n, c, h, w), x_dtype, (kh, kw), (sh, sw), (ph, pw) = cache
+    argmax, (N, C, H, W), x_dtype, (kh, kw), (sh, sw), (ph, pw) = cache
     if tuple(dout.shape) != tuple(argmax.shape):
         raise ValueError(
             f"dout has shape {tuple(dout.shape)}, expected the output shape {tuple(argmax.shape)}"
@@ -208,13 +204,13 @@ def _max_pool2d_backward_by_offset(dout, cache):
     (the NumPy scatter below and the CUDA kernel): all three give the same
     float sums, bit for bit.
     """
-    argmax, (n, c, h, w), x_dtype, (kh, kw), (sh, sw), (ph, pw) = cache
+    argmax, (N, C, H, W), x_dtype, (kh, kw), (sh, sw), (ph, pw) = cache
     xp = get_array_module(dout, argmax)
     oh, ow = argmax.shape[2:]
 
     # Scatter into a padded buffer so that every window offset is one plain
     # strided slice; the padding rows never receive anything and are cropped.
-    dx_padded = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x_dtype)
+    dx_padded = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x_dtype)
     for i in reversed(range(kh)):
         for j in reversed(range(kw)):
             # dout where this offset won the window, else 0: a product with the
@@ -224,7 +220,7 @@ def _max_pool2d_backward_by_offset(dout, cache):
             # overlapping windows add up across offsets.
             dx_padded[:, :, _window_slice(i, sh, oh), _window_slice(j, sw, ow)] += routed
     if ph or pw:
-        return xp.ascontiguousarray(dx_padded[:, :, ph : ph + h, pw : pw + w])
+        return xp.ascontiguousarray(dx_padded[:, :, ph : ph + H, pw : pw + W])
     return dx_padded
 
 
@@ -240,16 +236,16 @@ def _max_pool2d_backward_scatter(dout, cache):
     The by-offset version makes kh*kw passes with a mask each: this is 2-4x
     faster on AlexNet's pools (pool1, batch 16: 22.7 -> 6.1 ms).
     """
-    argmax, (n, c, h, w), x_dtype, (kh, kw), (sh, sw), (ph, pw) = cache
+    argmax, (N, C, H, W), x_dtype, (kh, kw), (sh, sw), (ph, pw) = cache
     oh, ow = argmax.shape[2:]
-    hp, wp = h + 2 * ph, w + 2 * pw
-    offset_shift = np.array([(k // kw) * wp + k % kw for k in range(kh * kw)], dtype=np.intp)
-    corner = (np.arange(oh, dtype=np.intp) * (sh * wp))[:, None] + np.arange(ow, dtype=np.intp) * sw
-    plane = np.arange(n * c, dtype=np.intp).reshape(n, c, 1, 1) * (hp * wp)
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    offset_shift = np.array([(k // kw) * Wp + k % kw for k in range(kh * kw)], dtype=np.intp)
+    corner = (np.arange(oh, dtype=np.intp) * (sh * Wp))[:, None] + np.arange(ow, dtype=np.intp) * sw
+    plane = np.arange(N * C, dtype=np.intp).reshape(N, C, 1, 1) * (Hp * Wp)
     target = plane + corner + offset_shift[argmax]
-    dx_padded = np.zeros(n * c * hp * wp, dtype=x_dtype)
+    dx_padded = np.zeros(N * C * Hp * Wp, dtype=x_dtype)
     np.add.at(dx_padded, target.ravel(), dout.astype(x_dtype, copy=False).ravel())
-    dx_padded = dx_padded.reshape(n, c, hp, wp)
+    dx_padded = dx_padded.reshape(N, C, Hp, Wp)
     if ph or pw:
-        return np.ascontiguousarray(dx_padded[:, :, ph : ph + h, pw : pw + w])
+        return np.ascontiguousarray(dx_padded[:, :, ph : ph + H, pw : pw + W])
     return dx_padded

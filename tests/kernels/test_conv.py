@@ -401,3 +401,44 @@ def test_wide_input_gradient_equals_dcol_then_col2im(problem, dtype, seed):
     bound = 2 * (longest_sum + 2) * float(info.eps) * magnitude + float(info.smallest_subnormal)
     assert np.all(np.abs(dx_fast.astype(np.float64) - dx_clear) <= bound)
     np.testing.assert_array_equal(dweight_fast, dweight_clear)
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def test_conv2d_forward_rejects_bad_arguments_with_clear_errors():
+    rng = np.random.default_rng(10)
+    x, w, b = rng.standard_normal((1, 4, 5, 5)), rng.standard_normal((6, 2, 3, 3)), rng.standard_normal(6)
+    with pytest.raises(ValueError, match="shape"):
+        conv2d_forward(x[0], w, b, 1, 0, 2)
+    with pytest.raises(TypeError, match="floating"):
+        conv2d_forward(x.astype(np.int64), w, b, 1, 0, 2)
+    with pytest.raises(TypeError, match="dtype"):
+        conv2d_forward(x, w.astype(np.float32), b, 1, 0, 2)
+    with pytest.raises(ValueError, match="groups=1"):
+        conv2d_forward(x, w, b, 1, 0, 1)  # 2 input channels a filter, but 4 channels in one group
+    with pytest.raises(ValueError, match="groups"):
+        conv2d_forward(x, w, b, 1, 0, 0)
+    with pytest.raises(ValueError, match="bias"):
+        conv2d_forward(x, w, b[:5], 1, 0, 2)
+    with pytest.raises(ValueError, match="stride"):
+        conv2d_forward(x, w, b, (0, 1), 0, 2)
+    with pytest.raises(TypeError, match="padding"):
+        conv2d_forward(x, w, b, 1, 1.0, 2)
+    with pytest.raises(ValueError, match="empty"):
+        conv2d_forward(x, rng.standard_normal((6, 2, 6, 6)), b, 1, 0, 2)
+    out, cache = conv2d_forward(x, w, b, 1, 0, 2)
+    with pytest.raises(ValueError, match="dout"):
+        conv2d_backward(out[:, :, :2], cache)
+    with pytest.raises(ValueError, match="col shape"):
+        col2im(np.zeros((3, 3)), x.shape, 3, 3, 1, 0)
+
+
+def test_an_int_stride_or_padding_means_both_axes():
+    rng = np.random.default_rng(11)
+    x, w = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 3))
+    out_int, cache_int = conv2d_forward(x, w, None, 2, 1, 1)
+    out_pair, cache_pair = conv2d_forward(x, w, None, (2, 2), (1, 1), 1)
+    np.testing.assert_array_equal(out_int, out_pair)
+    assert cache_int["stride"] == (2, 2) and cache_int["padding"] == (1, 1)
+    np.testing.assert_array_equal(im2col(x, 3, 3, 2, 1), im2col(x, 3, 3, (2, 2), (1, 1)))
