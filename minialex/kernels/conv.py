@@ -86,23 +86,33 @@ def _check_arguments(x, weight, bias, stride, padding, groups):
     return stride, padding
 
 
-# --------------------------------------------------------------------------- column buffers
+# --------------------------------------------------------------------------- reused CPU buffers
 #
-# A training step fills a column matrix in every conv layer's forward (112 MB
-# for AlexNet's conv2 at batch 16) and drops it after the backward. Memory
-# fresh from the operating system arrives as pages the kernel must zero first,
-# which costs about as much again as filling them. So when the autograd frees
-# a finished Conv2d it hands the columns back (``release_columns``), and the
-# next im2col of that shape refills them instead of asking for new memory.
-# NumPy only: CuPy keeps its own memory pool.
+# Two memory speed-ups, NumPy only (CuPy keeps its own memory pool). Memory
+# fresh from the operating system arrives as pages the kernel must zero
+# first, which costs about as much again as filling them. So the big arrays
+# that die young are written into memory that was used before:
+#
+# * Column matrices. A training step fills one in every conv layer's forward
+#   (112 MB for AlexNet's conv2 at batch 16) and drops it after the backward.
+#   When the autograd frees a finished Conv2d it hands the columns back
+#   (``release_columns``), and the next im2col of that shape refills them
+#   (conv2, batch 16: im2col 21 -> 11 ms).
+# * dcol, the backward's column-shaped gradient, lives only until col2im has
+#   folded it: its GEMM writes into one scratch buffer kept between calls
+#   (conv2, batch 16: that GEMM 51 -> 43 ms).
+#
+# Neither changes a single value: the same numbers land in other memory.
 
 MAX_FREE_COLUMNS = 8  # column shapes kept for reuse; the least recently released goes first
 _free_columns = collections.OrderedDict()  # (shape, dtype) -> a released 2-D column array
 _free_columns_lock = threading.Lock()
 
 
-def _take_columns(shape, dtype):
-    """A (C*kh*kw, N*oh*ow) NumPy array to fill: a released one of that shape, else a new one."""
+def _take_columns(xp, shape, dtype):
+    """A (C*kh*kw, N*oh*ow) array to fill: on the CPU a released one of that shape if any, else new memory."""
+    if xp is not np:
+        return xp.empty(shape, dtype=dtype)
     with _free_columns_lock:
         columns = _free_columns.pop((shape, np.dtype(dtype)), None)
     return columns if columns is not None else np.empty(shape, dtype=dtype)
@@ -131,6 +141,25 @@ def clear_released_columns():
     """Let go of every column buffer kept for reuse (their memory goes back to the system)."""
     with _free_columns_lock:
         _free_columns.clear()
+
+
+_scratch_space = threading.local()  # per thread: two threads' backward passes never share it
+
+
+def _scratch(xp, shape, dtype):
+    """Where to write a temporary that never escapes: on the CPU a view of one buffer kept between calls.
+
+    The buffer grows to the largest request and stays; whatever it held before
+    is overwritten. Only for arrays that are dead before the function returns.
+    For CuPy arrays None, i.e. "let the GEMM allocate" (from CuPy's pool).
+    """
+    if xp is not np:
+        return None
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    buffer = getattr(_scratch_space, "buffer", None)
+    if buffer is None or buffer.nbytes < nbytes:
+        buffer = _scratch_space.buffer = np.empty(nbytes, dtype=np.uint8)
+    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 # --------------------------------------------------------------------------- im2col and col2im
@@ -163,10 +192,7 @@ def im2col(x, kh, kw, stride, padding):
 
     # Filled through a 6-D view whose axis order is the row/column order of
     # ``col``, so the final reshape to 2-D is free (no copy).
-    if xp is np:
-        col = _take_columns((C * kh * kw, N * oh * ow), x.dtype).reshape(C, kh, kw, N, oh, ow)
-    else:
-        col = xp.empty((C, kh, kw, N, oh, ow), dtype=x.dtype)
+    col = _take_columns(xp, (C * kh * kw, N * oh * ow), x.dtype).reshape(C, kh, kw, N, oh, ow)
     for i in range(kh):
         rows = _window_slice(i, sh, oh)
         for j in range(kw):
@@ -216,22 +242,6 @@ def col2im(col, x_shape, kh, kw, stride, padding):
 
 
 # --------------------------------------------------------------------------- the layer
-
-
-_scratch_space = threading.local()  # per thread: two threads' backward passes never share it
-
-
-def _scratch(shape, dtype):
-    """A NumPy array of ``shape`` over one buffer kept between calls, for temporaries that never escape.
-
-    The buffer grows to the largest request and stays; whatever it held before
-    is overwritten. Only for arrays that are dead before the function returns.
-    """
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    buffer = getattr(_scratch_space, "buffer", None)
-    if buffer is None or buffer.nbytes < nbytes:
-        buffer = _scratch_space.buffer = np.empty(nbytes, dtype=np.uint8)
-    return buffer[:nbytes].view(dtype).reshape(shape)
 
 
 def conv2d_forward(x, weight, bias, stride, padding, groups):
@@ -331,12 +341,10 @@ def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True):
     if need_input_grad and xp is np and cache["stride"] == (1, 1) and fast_paths.enabled:
         dx = _input_grad_wide(weight_groups, dout, cache["x_shape"], kh, kw, cache["padding"])
     elif need_input_grad:
-        # dcol lives only until col2im has folded it: on the CPU it goes into a
-        # reused scratch buffer, since filling fresh memory costs the kernel's
-        # page zeroing too (conv2, batch 16: GEMM 51 -> 43 ms).
-        dcol_shape = (G, weight_groups.shape[2], N * oh * ow)  # (G, C/G*kh*kw, N*oh*ow)
-        out = _scratch(dcol_shape, dout_cols.dtype) if xp is np else None
-        dcol = xp.matmul(weight_groups.transpose(0, 2, 1), dout_cols, out=out)
+        # dcol (G, C/G*kh*kw, N*oh*ow) lives only until col2im has folded it.
+        dcol_shape = (G, weight_groups.shape[2], N * oh * ow)
+        dcol = xp.matmul(weight_groups.transpose(0, 2, 1), dout_cols,
+                         out=_scratch(xp, dcol_shape, dout_cols.dtype))
         dx = col2im(dcol.reshape(-1, N * oh * ow), cache["x_shape"], kh, kw,
                     cache["stride"], cache["padding"])
     return dx, dweight, dbias
@@ -367,7 +375,7 @@ def _input_grad_wide(weight_groups, dout, x_shape, kh, kw, padding):
     dout_wide[..., :ow] = dout.transpose(1, 0, 2, 3)
     dcol_shape = (G, weight_groups.shape[2], N * oh * Wp)
     dcol = np.matmul(weight_groups.transpose(0, 2, 1), dout_wide.reshape(G, O // G, N * oh * Wp),
-                     out=_scratch(dcol_shape, dout.dtype))
+                     out=_scratch(np, dcol_shape, dout.dtype))
     dcol = dcol.reshape(C, kh, kw, N, oh * Wp)
     # Channel-major like dcol, one spare row for the overrun of the last offsets.
     dx_flat = np.zeros((C, N, (Hp + 1) * Wp), dtype=dout.dtype)
