@@ -21,6 +21,13 @@ Backward is the same GEMM transposed:
 
 Every function here takes and returns plain arrays (NumPy or CuPy: the array
 module comes from the inputs) and knows nothing about autograd.
+
+im2col, col2im, conv2d_forward and conv2d_backward are the clear versions.
+Beside them sit the CPU speed-ups: reused buffers for the columns and for
+dcol (the same numbers in other memory), and ``_input_grad_wide``, which
+conv2d_backward runs for a stride-1 convolution on NumPy arrays unless
+called with ``wide_rows_on_cpu=False``. CuPy arrays go to the CUDA kernels of
+``minialex.kernels.cuda.conv`` (switched by ``use_fast_paths``).
 """
 
 import collections
@@ -299,7 +306,7 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     return out, cache
 
 
-def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True):
+def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True, wide_rows_on_cpu=True):
     """Gradients of conv2d_forward.
 
     dout (N, O, oh, ow) -> dx (N, C, H, W) or None, dweight (O, C/G, kh, kw), dbias (O,) or None
@@ -312,6 +319,11 @@ def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True):
     ``need_input_grad=False`` (e.g. the first layer, whose input is the data)
     skips the dcol GEMM and the col2im; dbias is None when not needed or when
     the forward had no bias.
+
+    ``wide_rows_on_cpu``: for a stride-1 convolution on NumPy arrays, compute
+    dx with ``_input_grad_wide``, the CPU speed-up beside the two clear lines
+    below (the same dx up to float round-off: the BLAS may sum a wider GEMM's
+    products in another order); False always runs dcol and col2im.
     """
     xp = get_array_module(dout)
     col = cache["col"]
@@ -338,7 +350,7 @@ def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True):
         dbias = dout_cols.sum(axis=2).reshape(O)
 
     dx = None
-    if need_input_grad and xp is np and cache["stride"] == (1, 1) and fast_paths.enabled:
+    if need_input_grad and wide_rows_on_cpu and xp is np and cache["stride"] == (1, 1):
         dx = _input_grad_wide(weight_groups, dout, cache["x_shape"], kh, kw, cache["padding"])
     elif need_input_grad:
         # dcol (G, C/G*kh*kw, N*oh*ow) lives only until col2im has folded it.

@@ -19,6 +19,13 @@ Shapes: x (N, C, H, W) -> out (N, C, oh, ow) with oh = (H + 2*ph - kh)//sh + 1
 Both passes loop over the kh*kw window offsets, never over pixels: at a fixed
 offset (i, j) the pixels under every window form one strided slice
 ``x_padded[:, :, i::sh, j::sw]``, so a 3x3 pool is nine vectorised steps.
+
+max_pool2d_forward and max_pool2d_backward are the clear versions. Beside
+the backward sits a CPU speed-up, ``_max_pool2d_backward_scatter`` (one
+``np.add.at``), which it runs on NumPy arrays unless called with
+``scatter_on_cpu=False``; the tests check that the two agree bit for bit.
+CuPy arrays go to the CUDA kernels of ``minialex.kernels.cuda.pool``
+(switched by ``use_fast_paths``).
 """
 
 from typing import NamedTuple, Tuple
@@ -169,16 +176,25 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     return out, cache
 
 
-def max_pool2d_backward(dout, cache):
+def max_pool2d_backward(dout, cache, scatter_on_cpu=True):
     """Gradient of max pooling: route each output's gradient to its window's maximum.
 
     dx[n, c, p, q] = sum over the outputs (y, x) whose window's argmax is the
     pixel (p, q) of dout[n, c, y, x]. Windows that overlap (stride < kernel)
     can pick the same pixel; their gradients add up.
 
+    The clear version: one masked, strided slice-add per window offset.
+    Offsets run from the last to the first, so each pixel adds its terms in
+    row-major order of the outputs, the order of the two speed-ups (the NumPy
+    scatter below and the CUDA kernel): all three give the same float sums,
+    bit for bit.
+
     Args:
         dout: (N, C, oh, ow), the gradient of the loss with respect to out.
         cache: the MaxPoolCache returned by max_pool2d_forward.
+        scatter_on_cpu: on NumPy arrays, compute the same sums with
+            ``_max_pool2d_backward_scatter`` (2-4x faster); False runs the
+            loop below. CuPy arrays take the CUDA kernel whatever this says.
 
     Returns:
         dx: (N, C, H, W) in x's dtype.
@@ -191,23 +207,10 @@ def max_pool2d_backward(dout, cache):
     if fast_paths.active(dout) and dout.dtype == x_dtype:  # CuPy: one CUDA thread per input pixel
         return cuda_pool.max_pool2d_backward(dout, cache)
     xp = get_array_module(dout, argmax)
-    if xp is np and fast_paths.enabled:
+    if scatter_on_cpu and xp is np:  # the CPU speed-up beside this loop: same sums, same order
         return _max_pool2d_backward_scatter(dout, cache)
-    return _max_pool2d_backward_by_offset(dout, cache)
 
-
-def _max_pool2d_backward_by_offset(dout, cache):
-    """The clear version: one masked, strided slice-add per window offset.
-
-    Offsets run from the last to the first, so each pixel adds its terms in
-    row-major order of the outputs, the order of the other two versions
-    (the NumPy scatter below and the CUDA kernel): all three give the same
-    float sums, bit for bit.
-    """
-    argmax, (N, C, H, W), x_dtype, (kh, kw), (sh, sw), (ph, pw) = cache
-    xp = get_array_module(dout, argmax)
     oh, ow = argmax.shape[2:]
-
     # Scatter into a padded buffer so that every window offset is one plain
     # strided slice; the padding rows never receive anything and are cropped.
     dx_padded = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x_dtype)
@@ -225,7 +228,7 @@ def _max_pool2d_backward_by_offset(dout, cache):
 
 
 def _max_pool2d_backward_scatter(dout, cache):
-    """The CPU fast path: every output adds its gradient to the one pixel its argmax names.
+    """The CPU speed-up of max_pool2d_backward: every output adds its gradient to the one pixel its argmax names.
 
     The flat index of that pixel in the padded (N, C, Hp, Wp) buffer is
 
@@ -233,8 +236,8 @@ def _max_pool2d_backward_scatter(dout, cache):
 
     and ``np.add.at`` adds all N*C*oh*ow gradients in one C loop, in row-major
     order of the outputs; repeated pixels (overlapping windows) accumulate.
-    The by-offset version makes kh*kw passes with a mask each: this is 2-4x
-    faster on AlexNet's pools (pool1, batch 16: 22.7 -> 6.1 ms).
+    The loop over offsets makes kh*kw passes with a mask each: this is 2-4x
+    faster on AlexNet's pools (pool1, batch 16: 22.7 -> 6.1 ms). NumPy only.
     """
     argmax, (N, C, H, W), x_dtype, (kh, kw), (sh, sw), (ph, pw) = cache
     oh, ow = argmax.shape[2:]

@@ -359,7 +359,7 @@ def test_autograd_releases_columns_after_backward_but_not_with_retain_graph(empt
     np.testing.assert_allclose(x.grad.numpy(), first, rtol=1e-12)
 
 
-# --------------------------------------------------------------------------- the CPU fast path for stride 1
+# --------------------------------------------------------------------------- the CPU speed-up for stride 1
 
 
 @st.composite
@@ -378,8 +378,6 @@ def stride_one_problems(draw):
 @given(stride_one_problems(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1))
 def test_wide_input_gradient_equals_dcol_then_col2im(problem, dtype, seed):
     """For stride 1 the CPU backward widens the rows (one long run per offset): same dx as the clear path."""
-    from minialex.kernels import cuda as fast_paths
-
     x_shape, w_shape, padding, groups = problem
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -387,8 +385,7 @@ def test_wide_input_gradient_equals_dcol_then_col2im(problem, dtype, seed):
     out, cache = conv2d_forward(x, weight, None, (1, 1), padding, groups)
     dout = rng.standard_normal(out.shape).astype(dtype)
     dx_fast, dweight_fast, _ = conv2d_backward(dout, cache)
-    with fast_paths.use_fast_paths(False):
-        dx_clear, dweight_clear, _ = conv2d_backward(dout, cache)
+    dx_clear, dweight_clear, _ = conv2d_backward(dout, cache, wide_rows_on_cpu=False)
     assert dx_fast.shape == x_shape and dx_fast.dtype == dtype and dx_fast.flags.c_contiguous
     # Each path's dx is a sum of O/groups*kh*kw products, within (n + 2) * eps * (sum of |terms|)
     # of the exact value whatever the summation order; so the two differ by at most twice that.
@@ -401,6 +398,28 @@ def test_wide_input_gradient_equals_dcol_then_col2im(problem, dtype, seed):
     bound = 2 * (longest_sum + 2) * float(info.eps) * magnitude + float(info.smallest_subnormal)
     assert np.all(np.abs(dx_fast.astype(np.float64) - dx_clear) <= bound)
     np.testing.assert_array_equal(dweight_fast, dweight_clear)
+
+
+def test_wide_input_gradient_runs_for_stride_1_by_default_and_only_wide_rows_on_cpu_switches_it_off(monkeypatch):
+    from minialex.kernels import cuda as fast_paths
+
+    rng = np.random.default_rng(9)
+    calls = []
+    original = conv._input_grad_wide
+    monkeypatch.setattr(conv, "_input_grad_wide", lambda *a: calls.append("wide") or original(*a))
+    weight = rng.standard_normal((4, 3, 3, 3))
+    _, cache = conv2d_forward(rng.standard_normal((2, 3, 7, 7)), weight, None, 1, 1, 1)
+    dout = rng.standard_normal((2, 4, 7, 7))
+    conv2d_backward(dout, cache)
+    assert calls == ["wide"]
+    with fast_paths.use_fast_paths(False):  # the CUDA switch: no say over a CPU speed-up
+        conv2d_backward(dout, cache)
+    assert calls == ["wide", "wide"]
+    conv2d_backward(dout, cache, wide_rows_on_cpu=False)
+    conv2d_backward(dout, cache, need_input_grad=False)
+    _, strided_cache = conv2d_forward(rng.standard_normal((2, 3, 7, 7)), weight, None, 2, 1, 1)
+    conv2d_backward(rng.standard_normal((2, 4, 4, 4)), strided_cache)  # stride 2: always the clear path
+    assert calls == ["wide", "wide"]
 
 
 # --------------------------------------------------------------------------- argument checks

@@ -164,11 +164,8 @@ def test_all_minus_inf_window_with_padding_sends_gradient_to_its_first_real_pixe
     out, cache = max_pool2d_forward(x, (2, 2), (2, 2), (1, 1))
     assert out[0, 0, 0, 0] == -np.inf
     assert cache.argmax[0, 0, 0, 0] == 3  # offset (1, 1): the real pixel, not offset 0 (padding)
-    for fast in (True, False):  # the np.add.at fast path and the clear by-offset loop
-        from minialex.kernels import cuda as fast_paths
-
-        with fast_paths.use_fast_paths(fast):
-            dx = max_pool2d_backward(np.full((1, 1, 1, 1), 1.0, np.float32), cache)
+    for scatter in (True, False):  # the np.add.at speed-up and the clear loop over offsets
+        dx = max_pool2d_backward(np.full((1, 1, 1, 1), 1.0, np.float32), cache, scatter_on_cpu=scatter)
         np.testing.assert_array_equal(dx, [[[[1.0]]]])
 
 
@@ -206,13 +203,11 @@ def padded_pool_problems_with_minus_inf(draw):
 
 @settings(max_examples=80, deadline=None)
 @given(padded_pool_problems_with_minus_inf(), st.sampled_from([np.float32, np.float64]), st.booleans())
-def test_gradient_is_conserved_with_minus_inf_ties_and_padding(problem, dtype, fast):
+def test_gradient_is_conserved_with_minus_inf_ties_and_padding(problem, dtype, scatter):
     """Conservation: every output routes its gradient to exactly one REAL input, so the
     gradient's sum over a plane equals dout's sum over it, even when windows are all -inf.
     (Sums of the same terms in different orders: compared to float64 round-off, 1e-12
     relative to the sum of |dout|, with dout drawn in float64 and cast.)"""
-    from minialex.kernels import cuda as fast_paths
-
     shape, kernel, stride, padding, seed = problem
     rng = np.random.default_rng(seed)
     x = rng.choice([-np.inf, -1.0, 0.0, 1.0], p=[0.6, 0.15, 0.15, 0.1], size=shape).astype(dtype)
@@ -220,8 +215,7 @@ def test_gradient_is_conserved_with_minus_inf_ties_and_padding(problem, dtype, f
     ref_out, where = naive_max_pool2d(x, kernel, stride, padding)
     np.testing.assert_array_equal(out, ref_out)
     dout = rng.standard_normal(out.shape).astype(dtype)
-    with fast_paths.use_fast_paths(fast):
-        dx = max_pool2d_backward(dout, cache)
+    dx = max_pool2d_backward(dout, cache, scatter_on_cpu=scatter)
     dout64 = dout.astype(np.float64)
     bound = 1e-12 + 4 * np.finfo(dtype).eps * out.shape[2] * out.shape[3] * np.abs(dout64).sum(axis=(2, 3))
     assert np.all(np.abs(dx.sum(axis=(2, 3), dtype=np.float64) - dout64.sum(axis=(2, 3))) <= bound)
@@ -295,33 +289,36 @@ def test_forward_equals_naive_loops_on_random_geometries_with_ties(problem):
 
 @settings(max_examples=60, deadline=None)
 @given(pool_problems(), st.sampled_from([np.float32, np.float64]))
-def test_cpu_scatter_backward_equals_the_by_offset_reference_bit_for_bit(problem, dtype):
-    """The NumPy fast path (one np.add.at) against the clear loop over offsets: same sums, same order."""
+def test_cpu_scatter_backward_equals_the_clear_loop_bit_for_bit(problem, dtype):
+    """The NumPy speed-up (one np.add.at) against the clear loop over offsets: same sums, same order."""
     shape, kernel, stride, padding, seed = problem
     rng = np.random.default_rng(seed)
     x = rng.integers(-3, 4, size=shape).astype(dtype)  # ties: one pixel wins several windows
     out, cache = max_pool2d_forward(x, kernel, stride, padding)
     dout = rng.standard_normal(out.shape).astype(dtype)
     fast = pool._max_pool2d_backward_scatter(dout, cache)
-    reference = pool._max_pool2d_backward_by_offset(dout, cache)
-    assert fast.dtype == reference.dtype == dtype and fast.shape == shape and fast.flags.c_contiguous
-    np.testing.assert_array_equal(fast, reference)
+    clear = max_pool2d_backward(dout, cache, scatter_on_cpu=False)
+    assert fast.dtype == clear.dtype == dtype and fast.shape == clear.shape == shape
+    assert fast.flags.c_contiguous and clear.flags.c_contiguous
+    np.testing.assert_array_equal(fast, clear)
 
 
-def test_cpu_scatter_backward_is_what_max_pool2d_backward_runs_and_can_be_switched_off(monkeypatch):
+def test_cpu_scatter_backward_runs_by_default_and_only_scatter_on_cpu_switches_it_off(monkeypatch):
     from minialex.kernels import cuda as fast_paths
 
     x = np.random.default_rng(0).standard_normal((2, 3, 11, 11)).astype(np.float32)
     out, cache = max_pool2d_forward(x, 3, 2, 1)
     dout = np.ones_like(out)
     calls = []
-    for name in ("_max_pool2d_backward_scatter", "_max_pool2d_backward_by_offset"):
-        original = getattr(pool, name)
-        monkeypatch.setattr(pool, name, lambda *a, _o=original, _n=name: calls.append(_n) or _o(*a))
+    original = pool._max_pool2d_backward_scatter
+    monkeypatch.setattr(pool, "_max_pool2d_backward_scatter", lambda *a: calls.append("scatter") or original(*a))
     max_pool2d_backward(dout, cache)
-    with fast_paths.use_fast_paths(False):
+    assert calls == ["scatter"]
+    with fast_paths.use_fast_paths(False):  # the CUDA switch: no say over a CPU speed-up
         max_pool2d_backward(dout, cache)
-    assert calls == ["_max_pool2d_backward_scatter", "_max_pool2d_backward_by_offset"]
+    assert calls == ["scatter", "scatter"]
+    max_pool2d_backward(dout, cache, scatter_on_cpu=False)
+    assert calls == ["scatter", "scatter"]
 
 
 # --------------------------------------------------------------------------- validation
