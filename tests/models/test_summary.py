@@ -1,5 +1,6 @@
-"""summary(model, input_shape): one row a leaf layer, shapes from a real forward pass, counts and FLOPs."""
+"""summary(model, input_shape): one row a leaf layer, shapes from a real forward pass, windows, counts and FLOPs."""
 
+import importlib
 import re
 
 import numpy as np
@@ -175,3 +176,57 @@ def test_an_input_of_the_wrong_size_raises_the_models_value_error_and_restores_t
 def test_a_non_module_raises_type_error():
     with pytest.raises(TypeError):
         summary(lambda x: x, (1, 28, 28))
+
+
+# --------------------------------------------------------------------------- each layer's window
+
+
+def test_conv_pool_and_lrn_rows_give_kernel_stride_padding_groups_and_size(paper_summary):
+    rows = {row["name"]: row for row in paper_summary.rows}
+    window = ("kernel_size", "stride", "padding", "groups")
+    assert tuple(rows["features.0"][k] for k in window) == ((11, 11), (4, 4), (0, 0), 1)  # conv1
+    assert tuple(rows["features.4"][k] for k in window) == ((5, 5), (1, 1), (2, 2), 2)  # conv2, two towers
+    assert tuple(rows["features.8"][k] for k in window) == ((3, 3), (1, 1), (1, 1), 1)  # conv3 sees both towers
+    for pool in ("features.3", "features.7", "features.14"):
+        assert tuple(rows[pool][k] for k in window) == ((3, 3), (2, 2), (0, 0), None)  # overlapping pools
+    assert rows["features.2"]["size"] == rows["features.6"]["size"] == 5  # LRN across 5 channels
+    for name in ("features.1", "classifier.0", "classifier.1"):  # ReLU, Dropout, Linear: no window
+        assert all(rows[name][k] is None for k in window + ("size",)), name
+
+
+def test_the_table_shows_each_window_in_its_own_column(paper_summary):
+    lines = str(paper_summary).splitlines()
+    header = next(line for line in lines if line.startswith("Layer"))
+    assert "Kernel / stride / pad / groups" in header
+    column = header.index("Kernel / stride / pad / groups")
+
+    def cell(name):
+        line = next(line for line in lines if line.split()[:1] == [name])
+        return line[column:].split("  ")[0]
+
+    assert cell("features.0") == "11x11 / 4 / 0 / 1"
+    assert cell("features.4") == "5x5 / 1 / 2 / 2"
+    assert cell("features.3") == cell("features.7") == cell("features.14") == "3x3 / 2 / 0 / -"
+    assert cell("features.2") == "size 5"
+    assert cell("features.1") == "" and cell("classifier.1") == ""
+
+
+def test_a_window_that_differs_between_height_and_width_is_written_h_x_w():
+    model = nn.Sequential(nn.Conv2d(2, 6, (3, 5), stride=(1, 2), padding=(0, 1), groups=2), nn.MaxPool2d((2, 1)))
+    text = str(summary(model, (2, 8, 8)))
+    assert "3x5 / 1x2 / 0x1 / 2" in text
+    assert "2x1 / 2x1 / 0 / -" in text
+
+
+def test_the_last_line_states_the_flops_convention_of_the_module_docstring(paper_summary):
+    summary_module = importlib.import_module("minialex.models.summary")  # the name alone is the function
+    last = str(paper_summary).splitlines()[-1]
+    assert last == summary_module.FLOPS_CONVENTION
+    assert last.startswith("FLOPs: a multiply-add counts 2")
+    docstring = " ".join(summary_module.__doc__.split())
+    for phrase in ("a multiply-add as 2", "every other arithmetic operation", "forward pass only",
+                   "evaluation mode"):
+        assert phrase in docstring, phrase
+    for phrase in ("multiply-add counts 2", "every other arithmetic operation 1", "forward pass only",
+                   "evaluation mode"):
+        assert phrase in last, phrase
