@@ -34,6 +34,7 @@ import json
 import numbers
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -175,11 +176,23 @@ def barrier():
     group.comm.Barrier()
 
 
+# How long a rank other than 0 waits before it aborts the job (see ``abort``).
+ABORT_GRACE_S = 5.0
+
+
 def abort(exit_code=1):
-    """Stop every rank now: one rank that failed alone would leave the others waiting in a collective."""
+    """Stop every rank: one rank that failed alone would leave the others waiting in a collective.
+
+    Rank 0 aborts at once. The other ranks first wait ``ABORT_GRACE_S``
+    seconds: when every rank fails together (a bad option, a missing file),
+    rank 0, the one that speaks to the user, gets its message out before the
+    job is killed; when a rank failed alone, it still ends the job after that.
+    """
     if _group is not None and _group.world_size > 1:
         sys.stdout.flush()
         sys.stderr.flush()
+        if _group.rank != 0:
+            time.sleep(ABORT_GRACE_S)
         _group.mpi.COMM_WORLD.Abort(exit_code)
     raise SystemExit(exit_code)
 
