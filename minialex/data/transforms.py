@@ -403,7 +403,7 @@ def pca_lighting_parameters(images):
     """(eigenvalues (3,), eigenvectors (3, 3)) of the covariance of the RGB pixels of ``images``.
 
     ``images`` (N, 3, H, W), floating point, values in [0, 1]: every pixel of every image is one sample
-    of an RGB vector x; the covariance is sum (x - mean)(x - mean)^T / (M - 1) over the M = N*H*W pixels.
+    of an RGB vector x; the covariance is sum (x - mean)(x - mean)^T / (M - 1) over the M = `N*H*W` pixels.
     Eigenvalues are sorted from largest to smallest (round-off negatives clipped to 0), the columns of
     ``eigenvectors`` follow them; each column's sign is fixed so its largest component is positive (the
     sign is otherwise arbitrary and does not matter to ``PCALighting``, whose alphas are symmetric about 0).
