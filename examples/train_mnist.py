@@ -4,12 +4,17 @@
     python examples/train_mnist.py --dataset fashion-mnist --data-dir ../shared/data/fashion-mnist
     python examples/train_mnist.py --model alexnet --device cuda --epochs 1     # the 227x227 net, on a GPU
     mpiexec -n 2 python examples/train_mnist.py --distributed                   # data-parallel, 2 processes
+    python examples/train_mnist.py --evaluate --plots                           # pictures of the trained net
 
 Every epoch prints train loss, test loss, test accuracy and wall time, writes
 the metrics to <out-dir>/metrics.json and .csv (plus curves.png when
 matplotlib is installed) and saves a checkpoint (model, optimiser, scheduler,
 RNG, epoch) atomically. ``--resume`` continues from it and ends with the same
-parameters as a run that was never interrupted.
+parameters as a run that was never interrupted. ``--plots`` also draws, at
+the end, filters_conv1.png (the first convolution's kernels) and
+feature_maps.png (every layer's output for the first test image); with
+``--evaluate`` it draws them for the checkpoint's model. The progress bar is
+shown only on a terminal: redirected to a file, the log stays one line an epoch.
 
 With ``--distributed`` under ``mpiexec -n N`` each of the N processes trains
 on its share of every batch (``--batch-size`` is the global batch, split over
@@ -26,6 +31,7 @@ import argparse
 import contextlib
 import csv
 import glob
+import importlib.util
 import json
 import math
 import os
@@ -40,7 +46,7 @@ import numpy as np
 import minialex as ma
 import minialex.distributed as dist
 import minialex.functional as F
-from minialex import backend, models, optim
+from minialex import backend, models, nn, optim
 from minialex.checkpoint import load_checkpoint, save_checkpoint
 from minialex.data import (MNIST, CenterCrop, Compose, DataLoader, FashionMNIST, Normalize, Pad, PCALighting,
                            RandomCrop, RandomHorizontalFlip, RandomShiftCrop, Resize, Subset, ToFloat, ten_crop_predict)
@@ -68,13 +74,40 @@ DEFAULT_LR = {"sgd": 0.02, "adam": 1e-3, "adamw": 1e-3}
 # warm-up it scored 52% on 2000 test images, with a 12-step one 73%.)
 MAX_WARMUP_FRACTION = 0.25
 
+# --plots: the first convolution's kernels, and every layer's output for the first test image.
+FILTERS_PLOT = "filters_conv1.png"
+FEATURE_MAPS_PLOT = "feature_maps.png"
 # The files this script writes into --out-dir (besides the checkpoint); atomic_write puts their
 # temporary copies beside them as "<name>.<random>.tmp".
-OUTPUT_FILES = ("metrics.json", "metrics.csv", "curves.png")
+OUTPUT_FILES = ("metrics.json", "metrics.csv", "curves.png", FILTERS_PLOT, FEATURE_MAPS_PLOT)
+
+
+class DefaultsOnceHelpFormatter(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help once, and only where it tells something.
+
+    argparse's ArgumentDefaultsHelpFormatter adds it to every option: also after a help text that
+    already gives the default (an option whose default is worked out from others, like --lr, whose
+    parser default is None), and "(default: False)" to every on/off flag. Here a help text that
+    mentions its default keeps its own words, a flag shows none, and a None default is never shown.
+    """
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.nargs == 0 or action.default is None or action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
+def describe_default_lrs():
+    """DEFAULT_LR in words: "0.02 for sgd, 0.001 for adam and adamw"."""
+    optimizers_by_rate = {}
+    for optimizer, rate in DEFAULT_LR.items():
+        optimizers_by_rate.setdefault(rate, []).append(optimizer)
+    return ", ".join(f"{rate:g} for {' and '.join(names)}" for rate, names in optimizers_by_rate.items())
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=DefaultsOnceHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(DATASETS) + [FOLDER], default="mnist",
                         help="folder: your own images, --data-dir holding train/<class>/* and test/<class>/*")
     parser.add_argument("--data-dir", default=None,
@@ -84,23 +117,26 @@ def build_parser():
                         help="alexnet-mnist: the 28x28 net (CPU, minutes); alexnet: the 227x227 single-tower net (GPU)")
     parser.add_argument("--init", choices=list(models.INITIALISATIONS), default="kaiming",
                         help="weight initialisation (He's 'kaiming' starts learning soonest)")
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=4, help="passes over the training set")
+    parser.add_argument("--batch-size", type=int, default=64,
+                        help="images a step (with --distributed: over all ranks together)")
     parser.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default="sgd",
                         help="sgd: with --momentum (and --nesterov); adam: weight decay added to the gradient; "
                              "adamw: weight decay applied to the weights (decoupled)")
-    parser.add_argument("--lr", type=float, default=None, help="default: 0.02 for sgd, 0.001 for adam and adamw")
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"learning rate; default: {describe_default_lrs()}")
     parser.add_argument("--momentum", type=float, default=0.9, help="sgd only")
-    parser.add_argument("--weight-decay", type=float, default=5e-4)
+    parser.add_argument("--weight-decay", type=float, default=5e-4, help="L2 penalty on the weights")
     parser.add_argument("--nesterov", action="store_true", help="sgd only")
     parser.add_argument("--scheduler", choices=["none", "step", "plateau", "cosine"], default=None,
-                        help="default: step for alexnet-mnist, cosine for alexnet (made for one-epoch GPU runs); "
+                        help=f"default: {default_scheduler('alexnet-mnist')} for alexnet-mnist, "
+                             f"{default_scheduler('alexnet')} for alexnet (made for one-epoch GPU runs); "
                              "step: multiply the rate by --gamma every --step-size epochs; "
                              "plateau: divide by 10 when the validation loss stalls (the paper's rule; needs "
                              "--val-split); "
                              "cosine: lower it every batch along half a cosine, to 0 at the end of the run")
-    parser.add_argument("--step-size", type=int, default=3)
-    parser.add_argument("--gamma", type=float, default=0.1)
+    parser.add_argument("--step-size", type=int, default=3, help="epochs between the step scheduler's cuts")
+    parser.add_argument("--gamma", type=float, default=0.1, help="the step scheduler's factor")
     parser.add_argument("--warmup-steps", type=int, default=300,
                         help="raise the rate linearly from 0 over the first N steps (0: none); without it the "
                              "unnormalised 8-layer net sometimes never leaves chance level. At most a quarter of "
@@ -118,7 +154,7 @@ def build_parser():
                         help="hold out N training images (drawn with --seed) as a validation set: the plateau "
                              "scheduler and the blow-up check use it; the test set is only reported")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="initial weights, data order, dropout and augmentation")
     parser.add_argument("--checkpoint", default=None, help="checkpoint path (default: <out-dir>/checkpoint.npz)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from --checkpoint with the settings stored in it (dataset, model, init, "
@@ -131,12 +167,19 @@ def build_parser():
                         help="only test the model in --checkpoint (with its stored settings, as --resume; "
                              "add --ten-crop to test on ten crops) and exit")
     parser.add_argument("--out-dir", default=None, help="metrics and plots (default: runs/<dataset>-<model>)")
-    parser.add_argument("--limit-train", type=int, default=None, metavar="N", help="train on the first N images only")
-    parser.add_argument("--limit-test", type=int, default=None, metavar="N", help="test on the first N images only")
+    parser.add_argument("--plots", action="store_true",
+                        help=f"at the end of training (or with --evaluate) also draw {FILTERS_PLOT} (the first "
+                             f"convolution's kernels) and {FEATURE_MAPS_PLOT} (every layer's output for the first "
+                             "test image) into --out-dir; needs matplotlib (the plot extra)")
+    parser.add_argument("--limit-train", type=int, default=None, metavar="N",
+                        help="train on the first N images only (default: all)")
+    parser.add_argument("--limit-test", type=int, default=None, metavar="N",
+                        help="test on the first N images only (default: all)")
     parser.add_argument("--num-workers", type=int, default=0, metavar="K",
                         help="decode batches in K worker processes (for --dataset folder with many JPEGs); "
                              "the batches are the same as with 0")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (there is none anyway when the output is not a terminal)")
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel training over the processes started by mpiexec (mpiexec -n 2 python "
                              "examples/train_mnist.py --distributed): --batch-size is split over the ranks and the "
@@ -181,6 +224,9 @@ def parse_args(argv=None):
         parser.error(f"--val-split must be at least 0, got {args.val_split}")
     if args.dataset == FOLDER and args.data_dir is None:
         parser.error("--dataset folder needs --data-dir (a folder with train/ and test/ class folders)")
+    if args.plots and importlib.util.find_spec("matplotlib") is None:
+        # Now, not after the training it would follow.
+        parser.error("--plots draws with matplotlib, which is not installed: pip install -e '.[plot]'")
     if args.dist_backend is not None and not args.distributed:
         parser.error("--dist-backend is for --distributed")
     if args.distributed and args.dist_backend is None:
@@ -414,6 +460,17 @@ def build_scheduler(args, optimizer, steps_per_epoch):
     return None
 
 
+def progress_wanted(args, stdout=None, stderr=None):
+    """Whether to draw the progress bar: not with --no-progress, and only on a terminal.
+
+    A bar redrawn with carriage returns turns a log file (or a pipe to tee) into one long garbled
+    line, so it is drawn only when stdout, where the epoch lines go, is a terminal, and stderr too,
+    where tqdm draws it.
+    """
+    streams = (sys.stdout if stdout is None else stdout, sys.stderr if stderr is None else stderr)
+    return not args.no_progress and all(getattr(stream, "isatty", lambda: False)() for stream in streams)
+
+
 class Progress:
     """tqdm when it is installed, else a line every few seconds."""
 
@@ -526,7 +583,8 @@ def evaluate(model, loader, ten_crop_size=None, distributed=False):
     return total_loss / seen, correct / seen
 
 
-def write_metrics(out_dir, history):
+def write_metrics(out_dir, history, title=None):
+    """metrics.json and metrics.csv, and curves.png when matplotlib is installed."""
     os.makedirs(out_dir, exist_ok=True)
     with atomic_write(os.path.join(out_dir, "metrics.json"), "w") as file:
         json.dump(history, file, indent=2)
@@ -536,31 +594,83 @@ def write_metrics(out_dir, history):
         writer = csv.DictWriter(file, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(history)
-    try:
-        import matplotlib  # noqa: PLC0415 - the optional 'plot' extra
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:  # the optional 'plot' extra: the numbers suffice
         return
+    figure = curves_figure(history, title)
+    with atomic_write(os.path.join(out_dir, "curves.png")) as file:
+        figure.savefig(file, format="png", dpi=100)
+
+
+def run_title(args):
+    """What ran, for the plots: "alexnet-mnist on mnist, sgd, step schedule"."""
+    schedule = "constant rate" if args.scheduler == "none" else f"{args.scheduler} schedule"
+    return f"{args.model} on {args.dataset}, {args.optimizer}, {schedule}"
+
+
+def curves_figure(history, title=None):
+    """The loss and accuracy curves of ``history`` as a matplotlib Figure: losses left, accuracies right.
+
+    Made with matplotlib's Figure, not pyplot: no window, no global backend switched, nothing left open.
+    """
+    from matplotlib.figure import Figure  # noqa: PLC0415 - the optional 'plot' extra
+    from matplotlib.ticker import MaxNLocator, PercentFormatter  # noqa: PLC0415
+
+    figure = Figure(figsize=(10, 4.4))
+    left, right = figure.subplots(1, 2)
     epochs = [row["epoch"] for row in history]
-    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(epochs, [row["train_loss"] for row in history], "o-", label="train")
     validated = [row for row in history if "val_loss" in row]
+    left.plot(epochs, [row["train_loss"] for row in history], "o-", label="train")
     if validated:
         left.plot([row["epoch"] for row in validated], [row["val_loss"] for row in validated], "o-", label="validation")
         right.plot([row["epoch"] for row in validated], [100 * row["val_accuracy"] for row in validated], "o-",
                    label="validation")
     left.plot(epochs, [row["test_loss"] for row in history], "o-", label="test")
     left.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
-    left.legend()
     right.plot(epochs, [100 * row["test_accuracy"] for row in history], "o-", label="test")
-    right.set(xlabel="epoch", ylabel="%", title="accuracy")
-    right.legend()
+    right.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    # No accuracy above 100% exists: the axis stops there. Its bottom follows the lowest point, with a
+    # margin of 5% of the range shown (at least 99% to 100%, when every point is at 100%).
+    lowest = min([100 * row["test_accuracy"] for row in history] + [100 * row["val_accuracy"] for row in validated])
+    right.set_ylim(max(0.0, min(lowest - 0.05 * (100 - lowest), 99.0)), 100.0)
+    right.yaxis.set_major_formatter(PercentFormatter(xmax=100))
+    for axes in (left, right):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no "2.5" ticks
+        axes.legend()
+        axes.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
     figure.tight_layout()
-    with atomic_write(os.path.join(out_dir, "curves.png")) as file:
-        figure.savefig(file, format="png", dpi=100)
-    plt.close(figure)
+    return figure
+
+
+def first_conv_layer(model):
+    """(name, layer) of the model's first Conv2d: conv1."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name, module
+    raise ValueError(f"{type(model).__name__} has no Conv2d layer to draw")
+
+
+def first_test_image(test_dataset, ten_crop_size=None):
+    """The first test image as the model sees it: normalised; with --ten-crop, the centre crop of the
+    padded or enlarged test image (the ten-crop views are cut from it)."""
+    images, _ = test_dataset.get_batch(np.array([0]))
+    if ten_crop_size is not None:
+        images = CenterCrop(ten_crop_size)(images)
+    return images[0]
+
+
+def write_plots(args, model, test_dataset, ten_crop_size, epoch):
+    """--plots: the first convolution's kernels and every layer's output for the first test image."""
+    from minialex import viz  # noqa: PLC0415 - draws with matplotlib (checked by parse_args)
+
+    name, conv1 = first_conv_layer(model)
+    caption = f"{args.model} on {args.dataset} after epoch {epoch}"
+    filters = viz.plot_filters(conv1.weight, os.path.join(args.out_dir, FILTERS_PLOT),
+                               title=f"conv1 ({name}) of {caption}")
+    maps = viz.plot_feature_maps(model, first_test_image(test_dataset, ten_crop_size),
+                                 os.path.join(args.out_dir, FEATURE_MAPS_PLOT), title=f"{caption}, first test image")
+    print(f"wrote {filters} and {maps}", flush=True)
 
 
 def describe_rates(first_lr, last_lr):
@@ -659,6 +769,8 @@ def main(argv=None):
     if args.evaluate:
         meta = load_on_rank_zero(args, model, None, None)
         test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size, distributed)
+        if args.plots and is_main:
+            write_plots(args, model, test_loader.dataset, ten_crop_size, meta["epoch"])
         views = "ten crops" if ten_crop_size else "one view"
         print(f"{args.checkpoint} after epoch {meta['epoch']}, {views} of each test image: test loss {test_loss:.4f}")
         print(f"test accuracy: {100 * test_accuracy:.2f}%")
@@ -677,7 +789,7 @@ def main(argv=None):
         if history and is_main:
             # A run killed while writing its metrics would otherwise never get them back
             # (a finished run trains no more epochs, so nothing else rewrites them).
-            write_metrics(args.out_dir, history)
+            write_metrics(args.out_dir, history, run_title(args))
         if batch_scheduler is not None and batch_scheduler.T_max != args.epochs * len(train_loader):
             # The cosine was planned for the first run's length; re-planning it would jump the rate.
             planned = batch_scheduler.T_max / len(train_loader)
@@ -702,7 +814,7 @@ def main(argv=None):
             ma.manual_seed(epoch_seed(args.seed, rank, epoch))
         try:
             train_loss, first_lr, last_lr = train_one_epoch(model, optimizer, train_loader, epoch,
-                                                            is_main and not args.no_progress,
+                                                            is_main and progress_wanted(args),
                                                             args.warmup_steps_used, batch_scheduler, distributed)
         except NonFiniteLoss as error:
             print(f"stopping: {error}; {describe_checkpoint(args.checkpoint, last_good_epoch)}. "
@@ -737,12 +849,14 @@ def main(argv=None):
         if is_main:
             save_checkpoint(args.checkpoint, model, optimizer, scheduler, epoch=epoch, history=history,
                             args={k: v for k, v in vars(args).items() if k != "given"})
-            write_metrics(args.out_dir, history)
+            write_metrics(args.out_dir, history, run_title(args))
         last_good_epoch = epoch
     if first_epoch > args.epochs:
         print(f"nothing to do: the checkpoint is already at epoch {first_epoch - 1} of {args.epochs}")
     if not history:
         return 0
+    if args.plots and is_main:  # of the model as trained (or as loaded, when there was nothing to do)
+        write_plots(args, model, test_loader.dataset, ten_crop_size, history[-1]["epoch"])
     if "val_accuracy" in history[-1]:
         best = max(history, key=lambda row: row.get("val_accuracy", -1.0))
         print(f"best validation accuracy: {100 * best['val_accuracy']:.2f}% after epoch {best['epoch']} "

@@ -1,8 +1,10 @@
 """examples/train_mnist.py on a few hundred real MNIST images: loss falls, metrics, checkpoints, exact resume."""
 
+import argparse
 import contextlib
 import importlib.util
 import io
+import os
 import json
 import math
 import re
@@ -400,13 +402,14 @@ def test_an_unwritable_out_dir_is_refused_before_training_naming_the_path(exampl
 def test_stale_temporaries_of_our_own_files_are_removed_and_nothing_else(example, tmp_path):
     out_dir = tmp_path / "stale"
     out_dir.mkdir()
-    ours = ["metrics.json.k2j3h4.tmp", "metrics.csv.abc.tmp", "curves.png.x_y.tmp", "checkpoint.npz.q1w2e3.tmp"]
+    ours = ["metrics.json.k2j3h4.tmp", "metrics.csv.abc.tmp", "curves.png.x_y.tmp", "checkpoint.npz.q1w2e3.tmp",
+            "filters_conv1.png.a1.tmp", "feature_maps.png.b2.tmp"]
     others = ["notes.txt.abc.tmp", "metrics.json.keep", "my-checkpoint.npz.abc.tmp", "data.tmp"]
     for name in ours + others:
         (out_dir / name).write_text("left over")
     code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 1, "--out-dir", out_dir)
     assert code == 0, stderr
-    assert "removed 4 temporary file(s)" in stdout
+    assert "removed 6 temporary file(s)" in stdout
     left = {path.name for path in out_dir.iterdir()}
     assert not left & set(ours)
     assert set(others) <= left
@@ -645,3 +648,182 @@ def test_distributed_epoch_seeds_differ_per_rank_and_epoch_and_repeat_for_the_sa
     assert len(set(seeds.values())) == len(seeds)  # every rank its own dropout masks, every epoch new ones
     assert seeds[(1, 3)] == example_module.epoch_seed(0, 1, 3)  # a resumed run draws the same numbers
     assert example_module.epoch_seed(1, 1, 3) != seeds[(1, 3)]
+
+
+# --------------------------------------------------------------------------- --plots, --help, curves.png, the progress bar
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_size(path):
+    """(height, width) of a PNG, read back by matplotlib after checking its signature."""
+    from matplotlib.image import imread  # noqa: PLC0415
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    image = imread(path)
+    return image.shape[:2]
+
+
+def test_plots_draws_conv1_filters_and_feature_maps_after_training_and_with_evaluate(example, tmp_path):
+    pytest.importorskip("matplotlib")
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *TINY, "--epochs", 1, "--plots", "--out-dir", tmp_path)
+    assert code == 0, stderr
+    lines = stdout.strip().splitlines()
+    assert FINAL_LINE.match(lines[-1])  # still the last line
+    filters, maps = tmp_path / example.FILTERS_PLOT, tmp_path / example.FEATURE_MAPS_PLOT
+    assert lines[-2] == f"wrote {filters} and {maps}"
+    assert (filters.name, maps.name) == ("filters_conv1.png", "feature_maps.png")
+    height, width = png_size(filters)
+    assert width > height  # 24 kernels: 3 rows of 8
+    height, width = png_size(maps)
+    assert height > width  # a row a layer
+    assert png_size(tmp_path / "curves.png")
+    assert not list(tmp_path.glob("*.tmp"))
+
+    # --evaluate --plots draws the checkpoint's model without training.
+    filters.unlink()
+    maps.unlink()
+    code, stdout, stderr = run(example, "--evaluate", "--plots", "--data-dir", MNIST_DIR, "--out-dir", tmp_path)
+    assert code == 0, stderr
+    assert png_size(filters) and png_size(maps)
+    assert FINAL_LINE.match(stdout.strip().splitlines()[-1])
+
+
+def test_without_plots_no_pictures_but_curves_are_drawn(straight_run):
+    assert not (straight_run["out_dir"] / "filters_conv1.png").exists()
+    assert not (straight_run["out_dir"] / "feature_maps.png").exists()
+
+
+def test_the_feature_maps_of_a_ten_crop_run_use_the_centre_crop_the_net_was_trained_on(example):
+    args = example.parse_args(["--data-dir", str(MNIST_DIR), *TINY, "--ten-crop"])
+    (_, _, test_loader), _, _, ten_crop_size = example.build_data(args)
+    padded = test_loader.dataset.get_batch(np.array([0]))[0][0]
+    assert padded.shape == (1, 32, 32)  # the test images are padded for the ten crops
+    image = example.first_test_image(test_loader.dataset, ten_crop_size)
+    assert image.shape == (1, 28, 28)
+    np.testing.assert_array_equal(image, padded[:, 2:30, 2:30])
+
+
+def test_plots_without_matplotlib_is_refused_before_training(example_module, monkeypatch, capsys):
+    original_find_spec = importlib.util.find_spec
+
+    def without_matplotlib(name, *args, **kwargs):
+        return None if name == "matplotlib" else original_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", without_matplotlib)
+    with pytest.raises(SystemExit) as info:
+        example_module.parse_args(["--plots"])
+    assert info.value.code == 2
+    assert "--plots draws with matplotlib, which is not installed" in capsys.readouterr().err
+
+
+def test_with_distributed_only_rank_0_writes_the_plots_and_the_metrics(example, tmp_path, monkeypatch):
+    """One process in a world of one plays rank 0, then a rank other than 0 (its rank as main() sees it)."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("mpi4py")
+    files = ["metrics.json", "curves.png", "checkpoint.npz", "filters_conv1.png", "feature_maps.png"]
+    start_distributed = example.start_distributed
+    for rank in (0, 1):
+        if rank == 1:
+            monkeypatch.setattr(example, "start_distributed", lambda args: (start_distributed(args)[0] + 1, 1))
+        out_dir = tmp_path / f"rank-{rank}"
+        try:
+            code, _, stderr = run(example, "--distributed", "--data-dir", MNIST_DIR, *TINY, "--epochs", 1, "--plots",
+                                  "--out-dir", out_dir)
+        finally:
+            if example.dist.is_initialized():
+                example.dist.destroy_process_group()
+        assert code == 0, stderr
+        written = [name for name in files if (out_dir / name).exists()]
+        assert written == (files if rank == 0 else []), (rank, written)
+
+
+def option_help_blocks(example_module, monkeypatch, capsys):
+    """What --help prints, as {option: its help text on one line}, wrapped wide so that no word breaks."""
+    monkeypatch.setenv("COLUMNS", "400")
+    with pytest.raises(SystemExit) as info:
+        example_module.parse_args(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    blocks = re.split(r"\n  (?=-)", text.split("options:", 1)[1])
+    return {block.split()[0].rstrip(","): " ".join(block.split()) for block in blocks if block.strip()}
+
+
+def test_help_shows_every_default_once_and_never_a_none_that_is_computed(example_module, monkeypatch, capsys):
+    blocks = option_help_blocks(example_module, monkeypatch, capsys)
+    parser = example_module.build_parser()
+    for action in parser._actions:
+        option = action.option_strings[0]
+        text = blocks[option]
+        assert text.count("default") <= 1, text
+        assert "(default: None)" not in text and "(default: False)" not in text, text
+        if action.default not in (None, False, argparse.SUPPRESS):
+            assert f"(default: {action.default})" in text, text
+    # The defaults worked out after parsing are given in words, and are the ones used.
+    assert f"default: {example_module.DEFAULT_LR['sgd']:g} for sgd, {example_module.DEFAULT_LR['adam']:g} for adam" \
+        in blocks["--lr"]
+    assert example_module.parse_args([]).lr == example_module.DEFAULT_LR["sgd"]
+    assert example_module.parse_args(["--optimizer", "adamw"]).lr == example_module.DEFAULT_LR["adamw"]
+    assert "default: step for alexnet-mnist, cosine for alexnet" in blocks["--scheduler"]
+    assert example_module.parse_args([]).scheduler == "step"
+    assert example_module.parse_args(["--model", "alexnet"]).scheduler == "cosine"
+    assert "(default: runs/<dataset>-<model>)" in blocks["--out-dir"]
+    assert example_module.parse_args([]).out_dir == os.path.join("runs", "mnist-alexnet-mnist")
+    assert "(default: all)" in blocks["--limit-train"]
+    assert "(default: 4)" in blocks["--epochs"] and "(default: 64)" in blocks["--batch-size"]
+
+
+def test_the_curves_have_whole_epoch_ticks_an_accuracy_axis_ending_at_100_and_a_title(example_module):
+    pytest.importorskip("matplotlib")
+    history = [{"epoch": epoch, "train_loss": 1 / epoch, "test_loss": 1.2 / epoch, "test_accuracy": accuracy,
+                "val_loss": 1.1 / epoch, "val_accuracy": accuracy - 0.01}
+               for epoch, accuracy in zip(range(1, 8), [0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 1.0])]
+    title = example_module.run_title(example_module.parse_args([]))
+    assert title == "alexnet-mnist on mnist, sgd, step schedule"
+    figure = example_module.curves_figure(history, title)
+    loss_axes, accuracy_axes = figure.axes
+    for axes in (loss_axes, accuracy_axes):
+        ticks = [tick for tick in axes.get_xticks() if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
+    bottom, top = accuracy_axes.get_ylim()
+    assert top == 100 and bottom < 89  # the whole curve is shown, and nothing above 100%
+    assert title in [text.get_text() for text in figure.texts]
+    # A run that is already at 100% still gets an axis (99% to 100%).
+    perfect = example_module.curves_figure([{"epoch": 1, "train_loss": 0.1, "test_loss": 0.1, "test_accuracy": 1.0}])
+    assert perfect.axes[1].get_ylim() == (99.0, 100.0)
+    cosine = example_module.parse_args(["--model", "alexnet", "--optimizer", "adam", "--scheduler", "none"])
+    assert example_module.run_title(cosine) == "alexnet on mnist, adam, constant rate"
+
+
+class FakeStream(io.StringIO):
+    def __init__(self, terminal):
+        super().__init__()
+        self.terminal = terminal
+
+    def isatty(self):
+        return self.terminal
+
+
+@pytest.mark.parametrize("stdout_is_terminal, stderr_is_terminal, no_progress, shown", [
+    (True, True, False, True), (False, True, False, False), (True, False, False, False), (True, True, True, False)])
+def test_the_progress_bar_is_drawn_only_on_a_terminal_and_never_with_no_progress(
+        example_module, stdout_is_terminal, stderr_is_terminal, no_progress, shown):
+    args = example_module.parse_args(["--no-progress"] if no_progress else [])
+    assert example_module.progress_wanted(args, FakeStream(stdout_is_terminal), FakeStream(stderr_is_terminal)) == shown
+
+
+def test_a_run_with_its_output_in_a_file_draws_no_progress_bar(example, tmp_path, monkeypatch):
+    enabled = []
+    original_progress = example.Progress
+
+    def recording_progress(total, description, show):
+        enabled.append(show)
+        return original_progress(total, description, show)
+
+    monkeypatch.setattr(example, "Progress", recording_progress)
+    without_no_progress = [arg for arg in TINY if arg != "--no-progress"]
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *without_no_progress, "--epochs", 1,
+                               "--out-dir", tmp_path)
+    assert code == 0, stderr
+    assert enabled == [False]
+    assert "\r" not in stdout + stderr
