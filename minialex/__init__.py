@@ -6,7 +6,7 @@
 
 import numpy as _np
 
-from . import cuda, functional, nn, profiler
+from . import cuda, functional, nn, profiler, viz  # viz imports matplotlib only when it draws
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 from .backend import manual_seed
 from .gradcheck import GradcheckError, gradcheck
@@ -34,4 +34,5 @@ __all__ = [
     "no_grad",
     "set_grad_enabled",
     "tensor",
+    "viz",
 ]
