@@ -4,7 +4,12 @@
 
 Every figure that shows numbers gets them from minialex's own kernels (the
 im2col columns, the pooling gradient, the LRN curves, the SGD trajectories,
-the order of the backward walk), so a picture shows what the code does.
+the order of the backward walk), so a picture shows what the code does. The
+benchmark plots of the CPU and GPU page are drawn by ``benchmarks.plots`` from
+the committed results files (the same pictures ``python -m benchmarks.plots``
+writes beside them), each named after the file it comes from.
+
+    python docs/make_figures.py benchmarks  # the benchmark plots alone
 """
 
 import os
@@ -538,11 +543,36 @@ def figure_augment_pca_lighting():
     save(figure, "augment_pca_lighting.png")
 
 
-def main():
+# --------------------------------------------------------------------------- benchmark results (gpu.md)
+
+
+def benchmark_figures():
+    """The plots of the published results in benchmarks/results/, as gpu.md shows them."""
+    from benchmarks import plots  # noqa: PLC0415 - only for these figures
+
+    cpu, gpu, engines = "cpu-2core-amd-epyc", "gpu-nvidia-h100-80gb-hbm3", "engines-2core-amd-epyc"
+    figure = plots.ratio_figure(plots.load(cpu), cpu)
+    save(figure, "cpu-2core-amd-epyc-ratios.png")
+    figure = plots.kernels_figure(plots.load(cpu), cpu)
+    save(figure, "cpu-2core-amd-epyc-kernels.png")
+    figure = plots.step_figure(plots.load(cpu), cpu)
+    save(figure, "cpu-2core-amd-epyc-step.png")
+    figure = plots.ratio_figure(plots.load(gpu), gpu)
+    save(figure, "gpu-nvidia-h100-80gb-hbm3-ratios.png")
+    figure = plots.kernels_figure(plots.load(gpu), gpu)
+    save(figure, "gpu-nvidia-h100-80gb-hbm3-kernels.png")
+    figure = plots.ratio_figure(plots.load(engines), engines)
+    save(figure, "engines-2core-amd-epyc-ratios.png")
+
+
+def main(argv=None):
     os.makedirs(FIGURES, exist_ok=True)
+    if (argv if argv is not None else sys.argv[1:]) == ["benchmarks"]:
+        benchmark_figures()
+        return
     for make in (figure_im2col, figure_groups, figure_pool, figure_lrn, figure_relu, figure_dropout, figure_linear,
                  figure_softmax, figure_sgd, figure_towers, figure_graph, figure_augment_crop_flip,
-                 figure_augment_ten_crop, figure_augment_pca_lighting):
+                 figure_augment_ten_crop, figure_augment_pca_lighting, benchmark_figures):
         make()
 
 

@@ -1,5 +1,6 @@
 """``python -m benchmarks.plots``: PNGs drawn from the committed results, named after the file they come from."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,16 @@ def test_a_ratio_plot_puts_a_faster_minialex_below_the_line_at_one():
     assert tops == [0.25, 0.5] and ax.get_yscale() == "log"  # bars from 1 down to the ratios
     assert any(list(line.get_ydata()) == [1, 1] for line in ax.get_lines())  # the line at 1
     plots.plt.close(figure)
+
+
+def test_the_docs_show_the_plots_of_the_committed_results():
+    """docs/figures/ holds the same pictures as benchmarks/results/ for every plot gpu.md shows."""
+    page = (REPO / "docs" / "gpu.md").read_text(encoding="utf-8")
+    shown = re.findall(r"\]\(figures/([\w.-]+\.png)\)", page)
+    plotted = [name for name in shown if name.rsplit("-", 1)[0] in COMMITTED]
+    assert {"cpu-2core-amd-epyc-ratios.png", "cpu-2core-amd-epyc-step.png",
+            "gpu-nvidia-h100-80gb-hbm3-kernels.png"} <= set(plotted)
+    for name in plotted:
+        assert (REPO / "docs" / "figures" / name).read_bytes() == (RESULTS / name).read_bytes(), (
+            f"docs/figures/{name} differs from benchmarks/results/{name}: run python -m benchmarks.plots "
+            "and python docs/make_figures.py benchmarks")
