@@ -10,10 +10,15 @@ the committed results files (the same pictures ``python -m benchmarks.plots``
 writes beside them), each named after the file it comes from.
 
     python docs/make_figures.py benchmarks  # the benchmark plots alone
+    python docs/make_figures.py look-inside # the profiler trace, a graph (needs Graphviz's dot), and
+                                            # conv1's filters after one epoch of MNIST (a few minutes)
 """
 
+import json
 import os
+import shutil
 import sys
+import tempfile
 
 import matplotlib
 
@@ -33,6 +38,13 @@ from minialex.kernels import activation, conv, dropout, lrn, pool, softmax_xent 
 FIGURES = os.path.join(ROOT, "docs", "figures")
 DPI = 100
 BLUE, ORANGE, GREEN, GREY = "#4c72b0", "#dd8452", "#55a868", "#bbbbbb"
+
+
+def copy_figure(source, name):
+    """Put a picture that minialex drew itself (``minialex.viz``, ``train_mnist.py --plots``) into the figures."""
+    path = os.path.join(FIGURES, name)
+    shutil.copyfile(source, path)
+    print("wrote", os.path.relpath(path, ROOT))
 
 
 def save(figure, name):
@@ -543,6 +555,74 @@ def figure_augment_pca_lighting():
     save(figure, "augment_pca_lighting.png")
 
 
+# --------------------------------------------------------------------------- look inside (look_inside.md)
+
+
+def figure_look_trace():
+    """The profiler's Chrome trace of one alexnet_mnist SGD step (batch 16), drawn as a timeline."""
+    import minialex.functional as F  # noqa: PLC0415
+    from minialex import models, profiler  # noqa: PLC0415
+
+    ma.manual_seed(0)
+    model = models.alexnet_mnist()
+    optimizer = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images = ma.Tensor(np.random.default_rng(0).standard_normal((16, 1, 28, 28)).astype(np.float32))
+    labels = np.arange(16) % 10
+    for _ in range(2):  # the second step is timed: the first allocates the reused buffers
+        with profiler.profile() as prof:
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad()
+            loss.backward()
+        optimizer.step()
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as file:
+            events = [e for e in json.load(file)["traceEvents"] if e.get("ph") == "X"]
+    start = min(e["ts"] for e in events)
+    names = list(dict.fromkeys(e["name"] for e in sorted(events, key=lambda e: e["ts"])))
+    figure, ax = plt.subplots(figsize=(9, 3.2))
+    for event in events:
+        row = names.index(event["name"])
+        color = BLUE if event["cat"] == "forward" else ORANGE
+        ax.broken_barh([((event["ts"] - start) / 1e3, max(event["dur"] / 1e3, 0.05))], (row - 0.4, 0.8),
+                       color=color)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms since the step began")
+    ax.set_title("One alexnet_mnist training step (batch 16): forward (blue), backward (orange)")
+    ax.grid(axis="x", alpha=0.3)
+    save(figure, "look_trace.png")
+
+
+def figure_look_graph():
+    """The autograd graph of a two-layer net's loss, rendered from viz.to_dot by Graphviz's dot."""
+    import minialex.functional as F  # noqa: PLC0415
+    from minialex import nn, viz  # noqa: PLC0415
+
+    ma.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    loss = F.cross_entropy(model(ma.tensor(np.ones((5, 4), np.float32))), np.array([0, 1, 1, 0, 1]))
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "graph.png")
+        viz.plot_graph(loss, path, params=model)
+        copy_figure(path, "look_graph.png")
+
+
+def figure_look_trained():
+    """conv1's filters and one digit's feature maps after one epoch of MNIST, as train_mnist.py --plots draws them."""
+    import importlib.util  # noqa: PLC0415
+
+    spec = importlib.util.spec_from_file_location("train_mnist", os.path.join(ROOT, "examples", "train_mnist.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    data = os.path.join(ROOT, "..", "shared", "data", "mnist")
+    with tempfile.TemporaryDirectory() as folder:
+        example.main(["--data-dir", data, "--epochs", "1", "--out-dir", folder, "--no-progress", "--plots"])
+        copy_figure(os.path.join(folder, "filters_conv1.png"), "look_filters_conv1.png")
+        copy_figure(os.path.join(folder, "feature_maps.png"), "look_feature_maps.png")
+
+
 # --------------------------------------------------------------------------- benchmark results (gpu.md)
 
 
@@ -570,9 +650,14 @@ def main(argv=None):
     if (argv if argv is not None else sys.argv[1:]) == ["benchmarks"]:
         benchmark_figures()
         return
+    if (argv if argv is not None else sys.argv[1:]) == ["look-inside"]:
+        for make in (figure_look_trace, figure_look_graph, figure_look_trained):
+            make()
+        return
     for make in (figure_im2col, figure_groups, figure_pool, figure_lrn, figure_relu, figure_dropout, figure_linear,
                  figure_softmax, figure_sgd, figure_towers, figure_graph, figure_augment_crop_flip,
-                 figure_augment_ten_crop, figure_augment_pca_lighting, benchmark_figures):
+                 figure_augment_ten_crop, figure_augment_pca_lighting, figure_look_trace, figure_look_graph,
+                 figure_look_trained, benchmark_figures):
         make()
 
 

@@ -84,7 +84,10 @@ def test_every_figure_exists_and_is_used():
     present = {p.name for p in (DOCS / "figures").glob("*.png")}
     assert used <= present, f"pages show figures that docs/make_figures.py has not drawn: {sorted(used - present)}"
     assert present <= used, f"figures no page shows: {sorted(present - used)}"
-    drawn = set(re.findall(r'save\(figure, "([\w.-]+\.png)"\)', (DOCS / "make_figures.py").read_text(encoding="utf-8")))
+    script = (DOCS / "make_figures.py").read_text(encoding="utf-8")
+    # save(figure, "x.png") for matplotlib figures; copy_figure(path, "x.png") for pictures minialex.viz drew.
+    drawn = set(re.findall(r'save\(figure, "([\w.-]+\.png)"\)', script))
+    drawn |= set(re.findall(r'copy_figure\(.*, "([\w.-]+\.png)"\)$', script, flags=re.M))  # the last argument
     assert present == drawn, "docs/figures/ and the figures docs/make_figures.py draws differ"
 
 
