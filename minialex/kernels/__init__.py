@@ -26,3 +26,11 @@ def check_pair(name, value, minimum):
     if pair[0] < minimum or pair[1] < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
     return int(pair[0]), int(pair[1])
+
+
+def check_image_batch(caller, x):
+    """The input check conv.py and pool.py share: x must be a floating-point (N, C, H, W) array."""
+    if getattr(x, "ndim", None) != 4:
+        raise ValueError(f"{caller} expects x of shape (N, C, H, W), got shape {getattr(x, 'shape', None)}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{caller} expects a floating-point x, got dtype {x.dtype}")

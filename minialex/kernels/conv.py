@@ -37,7 +37,7 @@ import threading
 import numpy as np
 
 from minialex.backend import get_array_module
-from minialex.kernels import check_pair
+from minialex.kernels import check_image_batch, check_pair
 from minialex.kernels import cuda as fast_paths
 from minialex.kernels.cuda import conv as cuda_conv
 
@@ -72,10 +72,7 @@ def _check_arguments(x, weight, bias, stride, padding, groups):
     """stride and padding as (h, w) pairs, or a ValueError/TypeError naming what is wrong."""
     stride = check_pair("stride", stride, 1)
     padding = check_pair("padding", padding, 0)
-    if getattr(x, "ndim", None) != 4:
-        raise ValueError(f"conv2d expects x of shape (N, C, H, W), got shape {getattr(x, 'shape', None)}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"conv2d expects a floating-point x, got dtype {x.dtype}")
+    check_image_batch("conv2d", x)
     if getattr(weight, "ndim", None) != 4:
         raise ValueError(
             f"conv2d expects weight of shape (O, C/groups, kh, kw), got shape {getattr(weight, 'shape', None)}"

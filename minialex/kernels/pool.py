@@ -33,7 +33,7 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from minialex.backend import get_array_module
-from minialex.kernels import check_pair
+from minialex.kernels import check_image_batch, check_pair
 from minialex.kernels import cuda as fast_paths
 from minialex.kernels.cuda import pool as cuda_pool
 
@@ -59,10 +59,7 @@ def _check_arguments(x, kernel_size, stride, padding):
     kernel_size = check_pair("kernel_size", kernel_size, 1)
     stride = check_pair("stride", stride, 1)
     padding = check_pair("padding", padding, 0)
-    if getattr(x, "ndim", None) != 4:
-        raise ValueError(f"max_pool2d expects x of shape (N, C, H, W), got shape {getattr(x, 'shape', None)}")
-    if x.dtype.kind != "f":
-        raise TypeError(f"max_pool2d expects a floating-point x, got dtype {x.dtype}")
+    check_image_batch("max_pool2d", x)
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
     if ph > kh // 2 or pw > kw // 2:
         raise ValueError(
