@@ -21,11 +21,9 @@ offset (i, j) the pixels under every window form one strided slice
 ``x_padded[:, :, i::sh, j::sw]``, so a 3x3 pool is nine vectorised steps.
 
 max_pool2d_forward and max_pool2d_backward are the clear versions. Beside
-each sits a CPU speed-up that it runs on NumPy arrays: the forward's
-``_max_pool2d_forward_separable`` (rows' maxima first, then columns; off with
-``separable_on_cpu=False``) and the backward's ``_max_pool2d_backward_scatter``
-(one ``np.add.at``; off with ``scatter_on_cpu=False``). The tests check that
-each agrees with its clear version bit for bit.
+the backward sits a CPU speed-up, ``_max_pool2d_backward_scatter`` (one
+``np.add.at``), which it runs on NumPy arrays unless called with
+``scatter_on_cpu=False``; the tests check that the two agree bit for bit.
 CuPy arrays go to the CUDA kernels of ``minialex.kernels.cuda.pool``
 (switched by ``use_fast_paths``).
 """
@@ -108,7 +106,7 @@ def _reads_real_pixels(offset, kh, kw, sh, sw, ph, pw, H, W, oh, ow, xp):
     return real_row[:, None] & real_col[None, :]
 
 
-def max_pool2d_forward(x, kernel_size, stride, padding, separable_on_cpu=True):
+def max_pool2d_forward(x, kernel_size, stride, padding):
     """Max pooling over kh x kw windows of an NCHW batch.
 
     out[n, c, y, x] = max_{i, j} x_padded[n, c, y*sh + i, x*sw + j], the
@@ -127,20 +125,12 @@ def max_pool2d_forward(x, kernel_size, stride, padding, separable_on_cpu=True):
         cache: MaxPoolCache holding the argmax, the offset index i*kw + j of
             each window's FIRST maximum in row-major window order (PyTorch's
             tie rule), plus x's shape and dtype and the pooling geometry.
-
-    ``separable_on_cpu``: on NumPy arrays, compute the same out and argmax
-    with ``_max_pool2d_forward_separable`` (rows first, then columns: about
-    half the time); False runs the loop over the kh*kw offsets below.
     """
     (kh, kw), (sh, sw), (ph, pw) = _check_arguments(x, kernel_size, stride, padding)
     if fast_paths.active(x):  # CuPy array: one CUDA thread per output
         return cuda_pool.max_pool2d_forward(x, (kh, kw), (sh, sw), (ph, pw))
 
     xp = get_array_module(x)
-    if separable_on_cpu and xp is np:  # the CPU speed-up beside this loop: the same out and argmax
-        result = _max_pool2d_forward_separable(x, (kh, kw), (sh, sw), (ph, pw))
-        if result is not None:
-            return result
     N, C, H, W = x.shape
     oh = pool_output_size(H, kh, sh, ph)
     ow = pool_output_size(W, kw, sw, pw)
@@ -181,70 +171,6 @@ def max_pool2d_forward(x, kernel_size, stride, padding, separable_on_cpu=True):
 
     cache = MaxPoolCache(argmax, (N, C, H, W), x.dtype, (kh, kw), (sh, sw), (ph, pw))
     return out, cache
-
-
-def _first_of_maximum(candidates, maximum):
-    """Index (uint8) of the first of ``candidates`` equal to ``maximum``: how many come before it.
-
-    A candidate before the first maximum differs from it; counting the
-    leading run of "differs" gives the first maximum's position, the
-    row-major first that PyTorch's tie rule asks for.
-    """
-    first = np.zeros(maximum.shape, np.uint8)
-    still_before = np.ones(maximum.shape, bool)
-    for candidate in candidates[:-1]:  # if all others differ, it is the last: no test needed
-        still_before &= candidate != maximum
-        first += still_before
-    return first
-
-
-def _max_pool2d_forward_separable(x, kernel_size, stride, padding):
-    """The CPU speed-up of max_pool2d_forward: a window's maximum is the maximum of its rows' maxima.
-
-    First, for every padded row and every output column, the maximum over the
-    kw columns of the window (and the first column holding it); then, for
-    every output, the maximum of those over the kh rows (and the first row
-    holding it). The FIRST maximum in row-major window order is the first row
-    that holds the window's maximum, and in it the first column: exactly the
-    clear loop's argmax. Two short passes replace kh*kw full ones (pool1,
-    batch 16: about 78 -> 41 ms).
-
-    Returns None where the clear version must decide: a padded pool with a
-    window whose maximum is -inf, where a padding cell would tie.
-    """
-    (kh, kw), (sh, sw), (ph, pw) = kernel_size, stride, padding
-    if kh * kw > 256 or kh > 32:  # uint8 indices; np.choose takes at most 32 rows
-        return None
-    N, C, H, W = x.shape
-    oh = pool_output_size(H, kh, sh, ph)
-    ow = pool_output_size(W, kw, sw, pw)
-    if ph or pw:
-        x_padded = np.full((N, C, H + 2 * ph, W + 2 * pw), -np.inf, dtype=x.dtype)
-        x_padded[:, :, ph : ph + H, pw : pw + W] = x
-    else:
-        x_padded = x
-
-    # 1. Along each row: row_max[n, c, r, x] = max_j x_padded[n, c, r, x*sw + j], and that j.
-    columns = [x_padded[:, :, :, _window_slice(j, sw, ow)] for j in range(kw)]
-    row_max = columns[0].copy()
-    for column in columns[1:]:
-        np.maximum(row_max, column, out=row_max)
-    first_column = _first_of_maximum(columns, row_max)
-
-    # 2. Down the rows of each window: out[n, c, y, x] = max_i row_max[n, c, y*sh + i, x], and that i.
-    rows = [row_max[:, :, _window_slice(i, sh, oh)] for i in range(kh)]
-    out = rows[0].copy()
-    for row in rows[1:]:
-        np.maximum(out, row, out=out)
-    if (ph or pw) and bool((out == -np.inf).any()):
-        return None
-    first_row = _first_of_maximum(rows, out)
-
-    # 3. argmax = i*kw + j, with j the first column of the winning row i.
-    column_of_row = [first_column[:, :, _window_slice(i, sh, oh)] for i in range(kh)]
-    argmax = np.choose(first_row, column_of_row) if kh > 1 else column_of_row[0].copy()
-    argmax += first_row * np.uint8(kw)
-    return out, MaxPoolCache(argmax, (N, C, H, W), x.dtype, (kh, kw), (sh, sw), (ph, pw))
 
 
 def max_pool2d_backward(dout, cache, scatter_on_cpu=True):

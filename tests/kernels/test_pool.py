@@ -424,37 +424,3 @@ def test_cupy_arrays_give_the_numpy_results(kernel, stride, padding, hw, dtype, 
     np.testing.assert_array_equal(cupy.asnumpy(out_gpu), out)
     np.testing.assert_array_equal(cupy.asnumpy(cache_gpu.argmax), cache.argmax)
     np.testing.assert_allclose(cupy.asnumpy(dx_gpu), dx, rtol=1e-6, atol=1e-6)
-
-
-@settings(max_examples=80, deadline=None)
-@given(pool_problems(), st.sampled_from([np.float32, np.float64]), st.booleans())
-def test_cpu_separable_forward_equals_the_clear_loop_bit_for_bit(problem, dtype, with_minus_infinity):
-    """Rows' maxima, then columns (the NumPy speed-up), against the loop over all offsets: the same out and
-    the same argmax, ties (small integers) and windows of -inf (padding must not win) included."""
-    shape, kernel, stride, padding, seed = problem
-    rng = np.random.default_rng(seed)
-    x = rng.integers(-3, 4, size=shape).astype(dtype)
-    if with_minus_infinity:
-        x[rng.random(shape) < 0.5] = -np.inf
-    fast_out, fast = max_pool2d_forward(x, kernel, stride, padding)  # separable_on_cpu=True is the default
-    clear_out, clear = max_pool2d_forward(x, kernel, stride, padding, separable_on_cpu=False)
-    np.testing.assert_array_equal(fast_out, clear_out)
-    assert fast.argmax.dtype == clear.argmax.dtype
-    np.testing.assert_array_equal(fast.argmax, clear.argmax)
-
-
-def test_the_separable_forward_runs_by_default_and_leaves_ties_with_padding_to_the_clear_loop(monkeypatch):
-    calls = []
-    separable = pool._max_pool2d_forward_separable
-    monkeypatch.setattr(pool, "_max_pool2d_forward_separable",
-                        lambda *args: calls.append(args) or separable(*args))
-    x = np.random.default_rng(0).standard_normal((2, 3, 11, 11)).astype(np.float32)
-    max_pool2d_forward(x, 3, 2, 1)
-    max_pool2d_forward(x, 3, 2, 1, separable_on_cpu=False)
-    assert len(calls) == 1
-    # A window of -inf pixels in a padded pool: the speed-up declines, the clear loop credits a real pixel.
-    x[:] = -np.inf
-    assert separable(x, (3, 3), (2, 2), (1, 1)) is None
-    _, cache = max_pool2d_forward(x, 3, 2, 1)
-    _, clear = max_pool2d_forward(x, 3, 2, 1, separable_on_cpu=False)
-    np.testing.assert_array_equal(cache.argmax, clear.argmax)
