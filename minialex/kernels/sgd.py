@@ -20,21 +20,35 @@ changes: the paper's velocity still carries steps taken at the old rate,
 while PyTorch's buffer is rescaled by the new rate at once.
 """
 
+import numpy as np
+
 from ..backend import get_array_module
 from . import cuda as fast_paths
 from .cuda import sgd as cuda_sgd
 
+# Elements per chunk of the CPU speed-up: four float32 chunks (param, grad, buffer, scratch) of
+# 128 KB stay in a core's L2 cache. 16 K and 64 K timed the same on fc6 here; 4 K was slower.
+CHUNK = 1 << 15
 
-def sgd_update(param, grad, momentum_buffer, scratch, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+
+def sgd_update(param, grad, momentum_buffer, scratch, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+               in_chunks_on_cpu=True):
     """Update ``param`` in place; return the (new or updated) momentum buffer, or None.
 
     param, grad, scratch: arrays of one shape; momentum_buffer: that shape or None.
     scratch None: a temporary is made (the GPU fast path needs none at all).
+
+    ``in_chunks_on_cpu``: on NumPy arrays, run the same update chunk by chunk
+    (``_sgd_update_in_chunks``): the same numbers, with the arrays read from
+    memory about once instead of once per operation. False runs the whole-array
+    operations below.
     """
     buffer_ok = momentum_buffer is None or fast_paths.active(param, momentum_buffer)
     if fast_paths.active(param, grad) and buffer_ok:  # CuPy: one fused ElementwiseKernel, no scratch
         return cuda_sgd.sgd_update(param, grad, momentum_buffer, lr, momentum, weight_decay, nesterov)
     xp = get_array_module(param)
+    if in_chunks_on_cpu and xp is np and param.size > CHUNK and _all_contiguous(param, grad, momentum_buffer):
+        return _sgd_update_in_chunks(param, grad, momentum_buffer, lr, momentum, weight_decay, nesterov)
     step = xp.empty_like(param) if scratch is None else scratch
     if weight_decay:
         xp.multiply(param, weight_decay, out=step)
@@ -58,4 +72,42 @@ def sgd_update(param, grad, momentum_buffer, scratch, lr, momentum=0.0, weight_d
     else:
         step *= lr
     param -= step
+    return momentum_buffer
+
+
+def needs_scratch(param, grad, momentum_buffer):
+    """Whether sgd_update wants a parameter-sized scratch array: not on a GPU, not in chunks."""
+    if fast_paths.active(param, grad):
+        return False
+    return not (param.size > CHUNK and _all_contiguous(param, grad, momentum_buffer))
+
+
+def _all_contiguous(*arrays):
+    return all(a is None or a.flags.c_contiguous for a in arrays)
+
+
+def _sgd_update_in_chunks(param, grad, momentum_buffer, lr, momentum, weight_decay, nesterov):
+    """The CPU speed-up of sgd_update: the same update, CHUNK elements at a time.
+
+    The whole-array form makes six NumPy passes, each streaming parameter-sized
+    arrays through memory (for fc6, 151 MB each). The update is element by
+    element, so running it on one slice at a time gives the same numbers bit
+    for bit, while each slice stays in the cache between the passes: on fc6
+    here it took 0.57 of the whole-array time. It also needs a scratch of one
+    chunk instead of one of the parameter's size.
+    """
+    flat_param, flat_grad = param.reshape(-1), grad.reshape(-1)
+    first_step = momentum and momentum_buffer is None
+    if first_step:
+        momentum_buffer = np.empty_like(param)
+    flat_buffer = None if momentum_buffer is None else momentum_buffer.reshape(-1)
+    scratch = np.empty(CHUNK, dtype=param.dtype)
+    for start in range(0, flat_param.size, CHUNK):
+        part = slice(start, start + CHUNK)
+        size = len(flat_param[part])
+        buffer_part = None if flat_buffer is None or first_step else flat_buffer[part]
+        updated = sgd_update(flat_param[part], flat_grad[part], buffer_part, scratch[:size], lr, momentum,
+                             weight_decay, nesterov, in_chunks_on_cpu=False)
+        if first_step:  # the clear version made this chunk's buffer: keep it in the whole one
+            flat_buffer[part] = updated
     return momentum_buffer

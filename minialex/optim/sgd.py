@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, _on_device_of
-from ..kernels.sgd import sgd_update
+from ..kernels.sgd import needs_scratch, sgd_update
 
 
 def check_number(owner, name, value, minimum=0.0, maximum=math.inf, *, open_minimum=False, open_maximum=False):
@@ -308,8 +308,8 @@ class SGD(Optimizer):
                 p.data,
                 p.grad.data,
                 state.get("momentum_buffer"),
-                # The CUDA update is one fused kernel that needs no scratch array.
-                None if backend.is_cuda_array(p.data) else self._scratch_for(p),
+                # The CUDA update is one fused kernel and the CPU one works in chunks: no scratch array.
+                self._scratch_for(p) if needs_scratch(p.data, p.grad.data, state.get("momentum_buffer")) else None,
                 group["lr"],
                 group["momentum"],
                 group["weight_decay"],

@@ -4,7 +4,10 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from minialex.kernels import sgd as sgd_kernel
 from minialex.kernels.sgd import sgd_update
 
 COMBINATIONS = [
@@ -93,3 +96,43 @@ def test_works_on_a_scratch_view_of_a_larger_buffer():
     expected, _ = formula(param.copy(), grad, None, 0.2, 0.9, 0.1, True)
     sgd_update(param, grad, None, shared[:6].reshape(3, 2), 0.2, 0.9, 0.1, True)
     np.testing.assert_allclose(param, expected, rtol=1e-14)
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(1, 60), chunk=st.integers(1, 16), momentum=st.sampled_from([0.0, 0.9]),
+       weight_decay=st.sampled_from([0.0, 5e-4]), nesterov=st.booleans(), first_step=st.booleans(),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1))
+def test_the_cpu_update_in_chunks_equals_the_whole_array_update_bit_for_bit(
+        size, chunk, momentum, weight_decay, nesterov, first_step, dtype, seed):
+    """Chunk by chunk (the speed-up) or all at once (the clear version): every element sees the same
+    operations in the same order, so the parameters and buffers are identical, chunk edges included."""
+    nesterov = nesterov and momentum > 0
+    rng = np.random.default_rng(seed)
+    param, grad, buf = (rng.standard_normal((size, 3)).astype(dtype) for _ in range(3))
+    buf = None if first_step or not momentum else buf
+    results = []
+    for in_chunks in (True, False):
+        p, b = param.copy(), None if buf is None else buf.copy()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sgd_kernel, "CHUNK", chunk)
+            scratch = None if in_chunks else np.empty_like(p)
+            b = sgd_update(p, grad, b, scratch, 0.07, momentum, weight_decay, nesterov, in_chunks_on_cpu=in_chunks)
+        results.append((p, b))
+    (p_chunks, b_chunks), (p_whole, b_whole) = results
+    np.testing.assert_array_equal(p_chunks, p_whole)
+    assert (b_chunks is None) == (b_whole is None)
+    if b_whole is not None:
+        np.testing.assert_array_equal(b_chunks, b_whole)
+
+
+def test_the_update_runs_in_chunks_by_default_on_large_contiguous_arrays_and_needs_no_scratch(monkeypatch):
+    calls = []
+    monkeypatch.setattr(sgd_kernel, "_sgd_update_in_chunks", lambda *args: calls.append(args) or args[2])
+    big = np.zeros(sgd_kernel.CHUNK + 1, np.float32)
+    assert not sgd_kernel.needs_scratch(big, big, None)
+    sgd_update(big, big, None, None, 0.1, 0.9)
+    assert len(calls) == 1
+    small, strided = np.zeros(3, np.float32), np.zeros((sgd_kernel.CHUNK + 1, 2), np.float32)[:, 0]
+    assert sgd_kernel.needs_scratch(small, small, None) and sgd_kernel.needs_scratch(strided, strided, None)
+    sgd_update(small, small, None, np.empty(3, np.float32), 0.1, 0.9)
+    assert len(calls) == 1
