@@ -6,7 +6,7 @@
 
 import numpy as _np
 
-from . import cuda, functional, nn, profiler, viz  # viz imports matplotlib only when it draws
+from . import amp, cuda, functional, nn, profiler, viz  # viz imports matplotlib only when it draws
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 from .backend import manual_seed
 from .gradcheck import GradcheckError, gradcheck
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GradcheckError",
     "Tensor",
+    "amp",
     "cuda",
     "enable_grad",
     "float32",

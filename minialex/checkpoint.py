@@ -1,8 +1,9 @@
-"""Checkpoints: model, optimiser, scheduler, RNG state and any metadata in one ``.npz``.
+"""Checkpoints: model, optimiser, scheduler, loss scaler, RNG state and any metadata in one ``.npz``.
 
 Arrays are stored under ``model/<parameter name>`` and
 ``optimizer/state/<index>/<buffer name>``; everything else (hyper-parameters,
-scheduler state, the RNG state, the epoch, metrics) is one JSON string under
+scheduler state, the ``amp.GradScaler`` state, the RNG state, the epoch,
+metrics) is one JSON string under
 ``meta``. Loading uses ``allow_pickle=False``: a checkpoint is data, never
 code. Writing goes to a temporary file that is renamed into place, so a crash
 mid-write leaves the previous checkpoint intact. Loading is all or nothing:
@@ -17,11 +18,14 @@ from . import backend
 from .io import atomic_write
 
 # The entries of ``meta`` that the checkpoint writes itself; a caller's metadata may not use them.
-RESERVED_META_KEYS = ("optimizer_param_groups", "scheduler", "rng")
+RESERVED_META_KEYS = ("optimizer_param_groups", "scheduler", "grad_scaler", "rng")
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, **meta):
-    """Write a checkpoint atomically; ``meta`` holds JSON-able extras (epoch, metrics, ...)."""
+def save_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, **meta):
+    """Write a checkpoint atomically; ``meta`` holds JSON-able extras (epoch, metrics, ...).
+
+    ``scaler`` is an ``amp.GradScaler`` (mixed precision): its scale and growth tracker are saved.
+    """
     clashes = [key for key in RESERVED_META_KEYS if key in meta]
     if clashes:
         raise ValueError(
@@ -38,13 +42,15 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, **meta):
         record["optimizer_param_groups"] = state["param_groups"]
     if scheduler is not None:
         record["scheduler"] = scheduler.state_dict()
+    if scaler is not None:
+        record["grad_scaler"] = scaler.state_dict()
     record["rng"] = backend.rng_state()
     arrays["meta"] = np.array(json.dumps(record))
     with atomic_write(path) as file:
         np.savez(file, **arrays)
 
 
-def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=True):
+def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=True, scaler=None):
     """Restore what ``save_checkpoint`` wrote into the given objects; return the metadata dict.
 
     All or nothing: the model, optimiser, scheduler and RNG states are all
@@ -52,6 +58,8 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=Tru
     does not fit raises and leaves every object as it was. (An optimiser or
     scheduler from outside minialex is restored by its own load_state_dict,
     before minialex's objects are written, and is all or nothing only if that is.)
+    A checkpoint written without a scaler has no scaler state: pass ``scaler``
+    only when ``"grad_scaler"`` is in it (see ``examples/train_mnist.py``).
     """
     with np.load(path, allow_pickle=False) as archive:
         if "meta" not in archive.files:
@@ -78,6 +86,10 @@ def load_checkpoint(path, model, optimizer=None, scheduler=None, restore_rng=Tru
         if "scheduler" not in record:
             raise ValueError(f"{path} holds no scheduler state")
         parts.append((scheduler, record["scheduler"]))
+    if scaler is not None:
+        if "grad_scaler" not in record:
+            raise ValueError(f"{path} holds no GradScaler state (it was saved without mixed precision)")
+        parts.append((scaler, record["grad_scaler"]))
     prepared = [(target, target._prepare_load(state)) for target, state in parts if hasattr(target, "_prepare_load")]
     if restore_rng:
         _check_rng_state(path, record)

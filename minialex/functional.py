@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from . import backend
+from . import amp, backend
 from .autograd import (
     DEFAULT_FLOAT,
     Function,
@@ -56,6 +56,25 @@ def _binary_operands(name, a, b):
             "(trailing dimensions must be equal or 1)"
         ) from None
     return a, b
+
+
+# The dtypes autocast may cast: float64 (asked for on purpose) and integers are left alone, as in PyTorch.
+AUTOCAST_ELIGIBLE = (np.dtype(np.float16), np.dtype(np.float32))
+
+
+def _autocast(op, *tensors):
+    """``tensors`` cast to the dtype autocast runs ``op`` in (see minialex/amp.py), as PyTorch's autocast.
+
+    None stays None. The cast is a recorded op: a float32 parameter used in
+    float16 gets its gradient back in float32.
+    """
+    dtype = amp.autocast_dtype_for(op)
+    if dtype is None:
+        return tensors
+    return tuple(
+        _cast(t, dtype) if isinstance(t, Tensor) and t.dtype in AUTOCAST_ELIGIBLE and t.dtype != dtype else t
+        for t in tensors
+    )
 
 
 def _promoted(a, b):
@@ -218,6 +237,7 @@ def pow(x, exponent):  # noqa: A001 - the operator's name
         raise TypeError(
             f"pow: the exponent must be a Python int or float, got {type(exponent).__name__}"
         )
+    (x,) = _autocast("pow", x)
     return Pow()(x, exponent=exponent)
 
 
@@ -274,7 +294,7 @@ def matmul(a, b):
         np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     except ValueError:
         raise ValueError(f"matmul: batch dimensions of {a.shape} and {b.shape} cannot be broadcast") from None
-    a, b = _promoted(a, b)
+    a, b = _autocast("matmul", *_promoted(a, b))
     return MatMul()(a, b)
 
 
@@ -358,6 +378,7 @@ def exp(x):
     _check_tensor("x", x)
     if not is_float_dtype(x.dtype):
         x = _cast(x, DEFAULT_FLOAT)
+    (x,) = _autocast("exp", x)
     return Exp()(x)
 
 
@@ -365,6 +386,7 @@ def log(x):
     _check_tensor("x", x)
     if not is_float_dtype(x.dtype):
         x = _cast(x, DEFAULT_FLOAT)
+    (x,) = _autocast("log", x)
     return Log()(x)
 
 
@@ -437,6 +459,7 @@ class Max(Function):
 
 def sum(x, axis=None, keepdims=False):  # noqa: A001 - Tensor.sum's name
     _check_tensor("x", x)
+    (x,) = _autocast("sum", x)
     return Sum()(x, axes=_normalize_axis(axis, x.ndim), keepdims=keepdims)
 
 
@@ -618,12 +641,14 @@ def _softmax_input(name, x, axis):
 def softmax(x, axis=-1):
     """exp(x - max) / sum(exp(x - max)) along ``axis``: no overflow for large logits."""
     x, axis = _softmax_input("softmax", x, axis)
+    (x,) = _autocast("softmax", x)
     return Softmax()(x, axis=axis)
 
 
 def log_softmax(x, axis=-1):
     """x - logsumexp(x) along ``axis``, computed stably."""
     x, axis = _softmax_input("log_softmax", x, axis)
+    (x,) = _autocast("log_softmax", x)
     return LogSoftmax()(x, axis=axis)
 
 
@@ -701,6 +726,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1):
     _check_ndim("conv2d", "x", x, (3, 4))
     _check_ndim("conv2d", "weight", weight, (4,))
     _check_float("x", x)
+    x, weight, bias = _autocast("conv2d", x, weight, bias)
     _check_same_dtype("conv2d", x=x, weight=weight, bias=bias)
     stride = _pair("stride", stride, 1)
     padding = _pair("padding", padding, 0)
@@ -793,6 +819,7 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     if x.ndim < 3:
         raise ValueError(f"local_response_norm: x must have at least 3 dimensions (N, C, ...), got shape {x.shape}")
     _check_float("x", x)
+    (x,) = _autocast("local_response_norm", x)
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
         raise ValueError(f"local_response_norm: size must be a positive int, got {size!r}")
     for name, value in (("alpha", alpha), ("beta", beta), ("k", k)):
@@ -853,6 +880,7 @@ def linear(x, weight, bias=None):
     _check_tensor("weight", weight)
     _check_ndim("linear", "weight", weight, (2,))
     _check_float("x", x)
+    x, weight, bias = _autocast("linear", x, weight, bias)
     _check_same_dtype("linear", x=x, weight=weight, bias=bias)
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
@@ -886,6 +914,7 @@ def cross_entropy(logits, target):
     _check_tensor("logits", logits)
     _check_ndim("cross_entropy", "logits", logits, (2,))
     _check_float("logits", logits)
+    (logits,) = _autocast("cross_entropy", logits)
     target_array = target.data if isinstance(target, Tensor) else target
     if not backend.is_array(target_array):
         target_array = np.asarray(target_array)
