@@ -5,6 +5,7 @@
     python examples/train_mnist.py --model alexnet --device cuda --epochs 1     # the 227x227 net, on a GPU
     mpiexec -n 2 python examples/train_mnist.py --distributed                   # data-parallel, 2 processes
     python examples/train_mnist.py --evaluate --plots                           # pictures of the trained net
+    python examples/train_mnist.py --model alexnet --device cuda --amp          # mixed precision (float16 GEMMs)
 
 Every epoch prints train loss, test loss, test accuracy and wall time, writes
 the metrics to <out-dir>/metrics.json and .csv (plus curves.png when
@@ -22,6 +23,13 @@ the ranks) and the gradients are averaged before each step; rank 0 alone
 prints and writes the metrics and the checkpoint. Each rank's random numbers
 (dropout masks, augmentation) are reseeded every epoch from (--seed, rank,
 epoch), so a resumed distributed run continues exactly as it would have.
+
+With ``--amp`` the forward passes run under ``amp.autocast`` (convolutions and
+linear layers in float16, the loss in float32, the weights kept in float32)
+and the gradients go through an ``amp.GradScaler``: a step whose gradients
+overflowed is skipped and the loss scale lowered. The checkpoint then holds
+the scaler's state too. On the CPU, NumPy's float16 products have no BLAS and
+are far slower than float32: mixed precision is for the GPU.
 
 Before each save the test loss and every parameter are checked: a model that
 became infinite or NaN stops the run and never replaces a good checkpoint.
@@ -46,7 +54,7 @@ import numpy as np
 import minialex as ma
 import minialex.distributed as dist
 import minialex.functional as F
-from minialex import backend, models, nn, optim
+from minialex import amp, backend, models, nn, optim
 from minialex.checkpoint import load_checkpoint, save_checkpoint
 from minialex.data import (MNIST, CenterCrop, Compose, DataLoader, FashionMNIST, Normalize, Pad, PCALighting,
                            RandomCrop, RandomHorizontalFlip, RandomShiftCrop, Resize, Subset, ToFloat, ten_crop_predict)
@@ -65,7 +73,7 @@ CROP_PADDING = 2
 # --epochs may change (to extend a run); --device, --data-dir and the output options may too.
 RUN_SETTINGS = ("dataset", "model", "init", "optimizer", "batch_size", "lr", "momentum", "weight_decay", "nesterov",
                 "scheduler", "step_size", "gamma", "warmup_steps", "shift", "augment", "val_split", "seed",
-                "limit_train", "limit_test")
+                "limit_train", "limit_test", "amp")
 # --lr when it is not given: SGD's rate for this net, and Adam's usual default.
 DEFAULT_LR = {"sgd": 0.02, "adam": 1e-3, "adamw": 1e-3}
 
@@ -159,7 +167,7 @@ def build_parser():
     parser.add_argument("--resume", action="store_true",
                         help="continue from --checkpoint with the settings stored in it (dataset, model, init, "
                              "optimizer, batch size, lr, momentum, weight decay, nesterov, scheduler, step size, "
-                             "gamma, warm-up, shift, augment, val split, seed, limits), as loading PyTorch's "
+                             "gamma, warm-up, shift, augment, val split, seed, limits, amp), as loading PyTorch's "
                              "state_dicts would; an option "
                              "among these given with another value is an error (start a new run in another "
                              "--out-dir instead). --epochs may change, to extend the run")
@@ -180,6 +188,10 @@ def build_parser():
                              "the batches are the same as with 0")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress bar (there is none anyway when the output is not a terminal)")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: convolutions and linear layers in float16 under amp.autocast, the "
+                             "weights and the loss in float32, the gradients through a GradScaler (its state is "
+                             "saved in the checkpoint). Made for the GPU: NumPy's float16 products are slow")
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel training over the processes started by mpiexec (mpiexec -n 2 python "
                              "examples/train_mnist.py --distributed): --batch-size is split over the ranks and the "
@@ -505,7 +517,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps=0, batch_scheduler=None,
-                    distributed=False):
+                    distributed=False, scaler=None):
     """One pass over the training set.
 
     The first ``warmup_steps`` steps of the run scale the scheduled rate up
@@ -515,7 +527,10 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
     With ``distributed`` each step's loss is averaged over the ranks before it
     is checked, so every rank stops at the same step or none does (a rank
     that stopped alone would leave the others waiting in the all-reduce).
+    An enabled ``scaler`` (--amp) runs the forward pass under autocast and
+    scales the loss; its step is skipped when a gradient overflowed.
     """
+    scaler = scaler if scaler is not None else amp.GradScaler(enabled=False)  # disabled: the plain step
     model.train()
     total_loss, total_seen, start = 0.0, 0, time.perf_counter()
     rates_used = []
@@ -529,17 +544,22 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
                 for group, lr in zip(optimizer.param_groups, scheduled_lrs):
                     group["lr"] = lr * (steps_before + step) / warmup_steps
             try:
-                logits = model(ma.Tensor(images))
-                loss = F.cross_entropy(logits, labels)
+                with amp.autocast(enabled=scaler.is_enabled()):
+                    logits = model(ma.Tensor(images))
+                    loss = F.cross_entropy(logits, labels)  # float32 under autocast
                 loss_value = loss.item()
                 if distributed:  # the global batch's loss: every rank sees the same value
                     loss_value = float(dist.all_reduce(np.array([loss_value]))[0]) / dist.get_world_size()
                 if not math.isfinite(loss_value):
                     raise NonFiniteLoss(f"the training loss became {loss_value} at epoch {epoch}, step {step}")
                 optimizer.zero_grad()
-                loss.backward()
+                # Under --amp a float16 gradient may overflow: the scaler sees the inf and skips the step,
+                # so NumPy's overflow warnings would only repeat what it handles.
+                with np.errstate(over="ignore", invalid="ignore") if scaler.is_enabled() else contextlib.nullcontext():
+                    scaler.scale(loss).backward()
                 rates_used.append(optimizer.param_groups[0]["lr"])
-                optimizer.step()
+                scaler.step(optimizer)  # unscales; skipped if a gradient is inf or NaN
+                scaler.update()
             finally:
                 for group, lr in zip(optimizer.param_groups, scheduled_lrs):
                     group["lr"] = lr  # the schedulers step from the scheduled rate, warm-up or not
@@ -555,16 +575,17 @@ def train_one_epoch(model, optimizer, loader, epoch, show_progress, warmup_steps
     return total_loss / total_seen, rates_used[0], rates_used[-1]
 
 
-def evaluate(model, loader, ten_crop_size=None, distributed=False):
+def evaluate(model, loader, ten_crop_size=None, distributed=False, mixed_precision=False):
     """Mean cross-entropy and accuracy; with ``ten_crop_size``, of the ten crops' averaged softmax.
 
     With ``distributed`` each rank tests its own share of the images and the
     sums (loss, correct, seen) are added over the ranks: every rank returns
-    the figures of the whole set.
+    the figures of the whole set. With ``mixed_precision`` the forward passes
+    run under autocast, as in training.
     """
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
-    with ma.no_grad():
+    with ma.no_grad(), amp.autocast(enabled=mixed_precision):
         for images, labels in loader:
             if ten_crop_size is None:
                 logits = model(ma.Tensor(images))
@@ -716,10 +737,14 @@ def start_distributed(args):
     return rank, world_size
 
 
-def load_on_rank_zero(args, model, optimizer, scheduler):
-    """Rank 0 reads the checkpoint (the only rank that needs the file) and sends its state to the others."""
+def load_on_rank_zero(args, model, optimizer, scheduler, scaler=None):
+    """Rank 0 reads the checkpoint (the only rank that needs the file) and sends its state to the others.
+
+    ``scaler`` is restored when given: pass it only for a checkpoint that holds one.
+    """
     def load():
-        meta = load_checkpoint(args.checkpoint, model, optimizer, scheduler, restore_rng=not args.distributed)
+        meta = load_checkpoint(args.checkpoint, model, optimizer, scheduler, restore_rng=not args.distributed,
+                               scaler=scaler)
         return {"epoch": meta["epoch"], "history": meta["history"]}
 
     meta = on_rank_zero(args, load)
@@ -729,6 +754,8 @@ def load_on_rank_zero(args, model, optimizer, scheduler):
             dist.broadcast_optimizer_state(optimizer)
         if scheduler is not None:
             scheduler.load_state_dict(dist.broadcast_object(scheduler.state_dict()))
+        if scaler is not None:
+            scaler.load_state_dict(dist.broadcast_object(scaler.state_dict()))
     return meta
 
 
@@ -768,7 +795,7 @@ def main(argv=None):
         dist.broadcast_parameters(model)  # identical already (same seed); this makes it so whatever the init
     if args.evaluate:
         meta = load_on_rank_zero(args, model, None, None)
-        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size, distributed)
+        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size, distributed, args.amp)
         if args.plots and is_main:
             write_plots(args, model, test_loader.dataset, ten_crop_size, meta["epoch"])
         views = "ten crops" if ten_crop_size else "one view"
@@ -779,10 +806,16 @@ def main(argv=None):
     if distributed:
         optimizer = dist.DistributedOptimizer(optimizer)  # gradients averaged over the ranks before each step
     scheduler = build_scheduler(args, optimizer, len(train_loader))
+    scaler = amp.GradScaler(enabled=args.amp)  # disabled without --amp: a plain step
     batch_scheduler = scheduler if isinstance(scheduler, optim.CosineAnnealingLR) else None
     history, first_epoch, last_good_epoch = [], 1, None
     if args.resume:
-        meta = load_on_rank_zero(args, model, optimizer, scheduler)
+        # A checkpoint from a run without --amp (or from before it existed) holds no scaler: a fresh one starts.
+        saved_scaler = scaler if args.amp and "grad_scaler" in record else None
+        meta = load_on_rank_zero(args, model, optimizer, scheduler, saved_scaler)
+        if args.amp and saved_scaler is None:
+            print(f"note: the checkpoint holds no loss scaler (it was trained without --amp); mixed precision "
+                  f"starts here with the scale at {scaler.get_scale():g}")
         history, first_epoch = meta["history"], meta["epoch"] + 1
         last_good_epoch = meta["epoch"]
         print(f"resumed from {args.checkpoint} after epoch {meta['epoch']}")
@@ -815,14 +848,15 @@ def main(argv=None):
         try:
             train_loss, first_lr, last_lr = train_one_epoch(model, optimizer, train_loader, epoch,
                                                             is_main and progress_wanted(args),
-                                                            args.warmup_steps_used, batch_scheduler, distributed)
+                                                            args.warmup_steps_used, batch_scheduler, distributed,
+                                                            scaler)
         except NonFiniteLoss as error:
             print(f"stopping: {error}; {describe_checkpoint(args.checkpoint, last_good_epoch)}. "
                   "Try a smaller --lr.", file=sys.stderr)
             return 2
-        val_loss, val_accuracy = (evaluate(model, val_loader, distributed=distributed) if val_loader is not None
-                                  else (None, None))
-        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size, distributed)  # reported only
+        val_loss, val_accuracy = (evaluate(model, val_loader, distributed=distributed, mixed_precision=args.amp)
+                                  if val_loader is not None else (None, None))
+        test_loss, test_accuracy = evaluate(model, test_loader, ten_crop_size, distributed, args.amp)  # reported only
         seconds = time.perf_counter() - start
         # The last step of an epoch can blow the weights up although its loss (taken before the
         # step) was finite: check before this model may replace the last good checkpoint.
@@ -841,13 +875,16 @@ def main(argv=None):
         if val_loss is not None:
             row.update(val_loss=val_loss, val_accuracy=val_accuracy)
         row.update(test_loss=test_loss, test_accuracy=test_accuracy, seconds=round(seconds, 2))
+        if args.amp:
+            row["loss_scale"] = scaler.get_scale()
         history.append(row)
         validation = f"val loss {val_loss:.4f}, val accuracy {100 * val_accuracy:.2f}%, " if val_loss is not None else ""
         print(f"epoch {epoch}/{args.epochs}: train loss {train_loss:.4f}, {validation}test loss {test_loss:.4f}, "
               f"test accuracy {100 * test_accuracy:.2f}%, {describe_rates(first_lr, last_lr)}, {seconds:.1f} s",
               flush=True)
         if is_main:
-            save_checkpoint(args.checkpoint, model, optimizer, scheduler, epoch=epoch, history=history,
+            save_checkpoint(args.checkpoint, model, optimizer, scheduler, scaler if args.amp else None,
+                            epoch=epoch, history=history,
                             args={k: v for k, v in vars(args).items() if k != "given"})
             write_metrics(args.out_dir, history, run_title(args))
         last_good_epoch = epoch

@@ -827,3 +827,66 @@ def test_a_run_with_its_output_in_a_file_draws_no_progress_bar(example, tmp_path
     assert code == 0, stderr
     assert enabled == [False]
     assert "\r" not in stdout + stderr
+
+
+# --amp runs are tiny (16 images, one step an epoch): NumPy's float16 products are slow on the CPU.
+AMP = ["--limit-train", "16", "--limit-test", "10", "--batch-size", "16", "--no-progress", "--seed", "1",
+       "--shift", "2", "--warmup-steps", "0", "--amp"]
+
+
+@pytest.mark.slow
+def test_amp_trains_saves_the_scaler_and_resumes_to_exactly_the_uninterrupted_run(example, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *AMP, "--epochs", 2, "--out-dir", straight)
+    assert code == 0, stderr
+    assert FINAL_LINE.match(stdout.strip().splitlines()[-1])
+    code, _, stderr = run(example, "--data-dir", MNIST_DIR, *AMP, "--epochs", 1, "--out-dir", split)
+    assert code == 0, stderr
+    # --amp is a stored setting: the resumed run takes it from the checkpoint.
+    resume = [a for a in AMP if a != "--amp"]
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *resume, "--epochs", 2, "--out-dir", split, "--resume")
+    assert code == 0, stderr
+    assert "resumed" in stdout and "no loss scaler" not in stdout
+
+    resumed, resumed_meta = model_arrays(split / "checkpoint.npz")
+    expected, expected_meta = model_arrays(straight / "checkpoint.npz")
+    assert resumed.keys() == expected.keys()
+    for key in expected:  # the float32 master weights and the optimiser's buffers
+        assert resumed[key].dtype == np.float32, key
+        assert np.array_equal(resumed[key], expected[key]), key
+    assert expected_meta["args"]["amp"] is True
+    assert resumed_meta["grad_scaler"] == expected_meta["grad_scaler"]
+    assert set(expected_meta["grad_scaler"]) == {"scale", "growth_factor", "backoff_factor", "growth_interval",
+                                                 "_growth_tracker"}
+    history = json.loads((straight / "metrics.json").read_text())
+    assert [row["loss_scale"] for row in history] == [
+        row["loss_scale"] for row in json.loads((split / "metrics.json").read_text())]
+    assert history[-1]["loss_scale"] == expected_meta["grad_scaler"]["scale"]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_amp_resumes_with_amp_and_a_fresh_scaler(example, tmp_path):
+    out_dir = tmp_path / "old"
+    plain = [a for a in AMP if a != "--amp"]
+    code, _, stderr = run(example, "--data-dir", MNIST_DIR, *plain, "--epochs", 1, "--out-dir", out_dir)
+    assert code == 0, stderr
+    # Make it a checkpoint written before --amp existed: no "amp" setting, no scaler.
+    checkpoint = out_dir / "checkpoint.npz"
+    arrays, meta = model_arrays(checkpoint)
+    del meta["args"]["amp"]
+    assert "grad_scaler" not in meta
+    np.savez(checkpoint, meta=np.array(json.dumps(meta)), **arrays)
+
+    code, stdout, stderr = run(example, "--data-dir", MNIST_DIR, *AMP, "--epochs", 2, "--out-dir", out_dir, "--resume")
+    assert code == 0, stderr
+    assert "no loss scaler" in stdout and "65536" in stdout
+    _, meta = model_arrays(checkpoint)
+    assert meta["epoch"] == 2 and meta["args"]["amp"] is True and "grad_scaler" in meta
+
+
+def test_resuming_a_float32_run_with_amp_is_refused_as_another_setting(example_module):
+    record = {"args": {**{k: v for k, v in vars(example_module.parse_args([])).items()
+                          if k in example_module.RUN_SETTINGS}, "amp": False}}
+    args = example_module.parse_args(["--resume", "--amp"])
+    with pytest.raises(SystemExit, match="--amp True differs from the checkpoint's False"):
+        example_module.check_resume_options(args, record)
