@@ -21,9 +21,11 @@ offset (i, j) the pixels under every window form one strided slice
 ``x_padded[:, :, i::sh, j::sw]``, so a 3x3 pool is nine vectorised steps.
 
 max_pool2d_forward and max_pool2d_backward are the clear versions. Beside
-the backward sits a CPU speed-up, ``_max_pool2d_backward_scatter`` (one
-``np.add.at``), which it runs on NumPy arrays unless called with
-``scatter_on_cpu=False``; the tests check that the two agree bit for bit.
+each sits a CPU speed-up that it runs on NumPy arrays unless switched off:
+``_max_pool2d_forward_one_pass`` (the maximum and its offset found in the
+same pass, ``one_pass_on_cpu=False`` to skip it) and
+``_max_pool2d_backward_scatter`` (one ``np.add.at``, ``scatter_on_cpu=False``);
+the tests check that each agrees with its clear version bit for bit.
 CuPy arrays go to the CUDA kernels of ``minialex.kernels.cuda.pool``
 (switched by ``use_fast_paths``).
 """
@@ -106,7 +108,7 @@ def _reads_real_pixels(offset, kh, kw, sh, sw, ph, pw, H, W, oh, ow, xp):
     return real_row[:, None] & real_col[None, :]
 
 
-def max_pool2d_forward(x, kernel_size, stride, padding):
+def max_pool2d_forward(x, kernel_size, stride, padding, one_pass_on_cpu=True):
     """Max pooling over kh x kw windows of an NCHW batch.
 
     out[n, c, y, x] = max_{i, j} x_padded[n, c, y*sh + i, x*sw + j], the
@@ -119,6 +121,10 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
             every window holds at least one real pixel. The padding never
             wins: a window whose real pixels are all -inf credits the first
             of them, as PyTorch does. (NaN is not handled.)
+        one_pass_on_cpu: on NumPy arrays, compute the same out and argmax with
+            ``_max_pool2d_forward_one_pass`` (about 1.5x faster); False runs
+            the two loops below. CuPy arrays take the CUDA kernel whatever
+            this says.
 
     Returns:
         out: (N, C, oh, ow), x's dtype.
@@ -145,6 +151,13 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
         i, j = divmod(offset, kw)
         return x_padded[:, :, _window_slice(i, sh, oh), _window_slice(j, sw, ow)]
 
+    argmax_dtype = _argmax_dtype(xp, kh * kw)
+    if one_pass_on_cpu and xp is np:  # the CPU speed-up beside the two loops below
+        found = _max_pool2d_forward_one_pass(window, kh * kw, argmax_dtype, padded=bool(ph or pw))
+        if found is not None:
+            out, argmax = found
+            return out, MaxPoolCache(argmax, (N, C, H, W), x.dtype, (kh, kw), (sh, sw), (ph, pw))
+
     # First the maximum: one in-place xp.maximum per offset (cheap, no masks).
     out = window(0).copy()
     for offset in range(1, kh * kw):
@@ -158,7 +171,6 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
     # (Elsewhere the padding can never equal the maximum: one check spares the
     # masks in the usual case.)
     padding_may_tie = bool(ph or pw) and bool((out == -xp.inf).any())
-    argmax_dtype = _argmax_dtype(xp, kh * kw)
     argmax = xp.zeros((N, C, oh, ow), dtype=argmax_dtype)
     found = xp.zeros((N, C, oh, ow), dtype=bool)
     for offset in range(kh * kw):
@@ -171,6 +183,45 @@ def max_pool2d_forward(x, kernel_size, stride, padding):
 
     cache = MaxPoolCache(argmax, (N, C, H, W), x.dtype, (kh, kw), (sh, sw), (ph, pw))
     return out, cache
+
+
+def _max_pool2d_forward_one_pass(window, window_area, argmax_dtype, padded):
+    """The CPU speed-up of max_pool2d_forward: the running maximum and its offset, updated together.
+
+    The clear version reads every offset's strided pixels twice, once for the
+    maximum and once to find which offset holds it. Here each offset's
+    pixels are copied once into a contiguous buffer (strided rows of
+    AlexNet's 13-55 pixels cost NumPy more per row than per pixel) and then
+    used twice from there:
+
+        greater = pixels > out        (STRICTLY: an equal later value never takes over,
+        out     = max(out, pixels)     so argmax stays the FIRST maximum, the tie rule)
+        argmax  = max(argmax, offset * greater)
+
+    The last line is "argmax = offset where greater" without a masked copy:
+    offsets only grow, so the new offset beats every earlier one.
+
+    Returns (out, argmax), equal bit for bit to the clear version's, or None
+    where they could differ and the clear version must run: a NaN (it never
+    compares greater), or a -inf maximum in a padded input (padding at offset
+    0 would keep it; the clear version credits the first real pixel).
+    ``window(offset)`` gives offset's strided view, one entry per output.
+    NumPy only.
+    """
+    out = window(0).copy()
+    argmax = np.zeros(out.shape, dtype=argmax_dtype)
+    pixels = np.empty_like(out)
+    greater = np.empty(out.shape, dtype=bool)
+    taken = np.empty(out.shape, dtype=argmax_dtype)
+    for offset in range(1, window_area):
+        np.copyto(pixels, window(offset))
+        np.greater(pixels, out, out=greater)
+        np.maximum(out, pixels, out=out)
+        np.multiply(greater, argmax_dtype(offset), out=taken)
+        np.maximum(argmax, taken, out=argmax)
+    if np.isnan(out).any() or (padded and (out == -np.inf).any()):
+        return None
+    return out, argmax
 
 
 def max_pool2d_backward(dout, cache, scatter_on_cpu=True):

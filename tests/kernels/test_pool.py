@@ -303,6 +303,38 @@ def test_cpu_scatter_backward_equals_the_clear_loop_bit_for_bit(problem, dtype):
     np.testing.assert_array_equal(fast, clear)
 
 
+@settings(max_examples=80, deadline=None)
+@given(pool_problems(), st.sampled_from([np.float32, np.float64]),
+       st.sampled_from(["ties", "minus_inf", "nan", "plus_inf"]))
+def test_cpu_one_pass_forward_equals_the_clear_loops_bit_for_bit(problem, dtype, values):
+    """The NumPy speed-up of the forward (running max and argmax together) against the clear
+    two loops: the same maxima and the same first-maximum offsets, including ties, -inf
+    windows beside padding, NaN and +inf (where the speed-up hands over to the clear loops)."""
+    shape, kernel, stride, padding, seed = problem
+    rng = np.random.default_rng(seed)
+    special = {"ties": 0.0, "minus_inf": -np.inf, "nan": np.nan, "plus_inf": np.inf}[values]
+    x = rng.integers(-3, 4, size=shape).astype(dtype)
+    x[rng.random(shape) < 0.3] = special
+    fast_out, fast_cache = max_pool2d_forward(x, kernel, stride, padding)
+    clear_out, clear_cache = max_pool2d_forward(x, kernel, stride, padding, one_pass_on_cpu=False)
+    np.testing.assert_array_equal(fast_out, clear_out)
+    assert fast_out.dtype == clear_out.dtype == dtype and fast_out.flags.c_contiguous
+    assert fast_cache.argmax.dtype == clear_cache.argmax.dtype
+    np.testing.assert_array_equal(fast_cache.argmax, clear_cache.argmax)
+    assert fast_cache[1:] == clear_cache[1:]
+
+
+def test_cpu_one_pass_forward_runs_by_default_and_only_one_pass_on_cpu_switches_it_off(monkeypatch):
+    x = np.random.default_rng(0).standard_normal((2, 3, 11, 11)).astype(np.float32)
+    calls = []
+    original = pool._max_pool2d_forward_one_pass
+    monkeypatch.setattr(pool, "_max_pool2d_forward_one_pass", lambda *a, **k: calls.append("one pass") or original(*a, **k))
+    max_pool2d_forward(x, 3, 2, 1)
+    assert calls == ["one pass"]
+    max_pool2d_forward(x, 3, 2, 1, one_pass_on_cpu=False)
+    assert calls == ["one pass"]
+
+
 def test_cpu_scatter_backward_runs_by_default_and_only_scatter_on_cpu_switches_it_off(monkeypatch):
     from minialex.kernels import cuda as fast_paths
 
