@@ -410,3 +410,23 @@ def test_the_scaler_state_is_saved_in_a_checkpoint_and_restored(tmp_path):
         load_checkpoint(tmp_path / "without.npz", model, scaler=fresh)
     assert load_checkpoint(tmp_path / "without.npz", model)["epoch"] == 1  # old checkpoints load as before
     assert fresh.get_scale() == 65536.0
+
+
+def test_a_distributed_optimizer_in_a_world_of_one_is_unscaled_and_skipped_like_its_wrapped_optimizer():
+    pytest.importorskip("mpi4py")
+    import minialex.distributed as dist  # noqa: PLC0415
+
+    dist.init_process_group("mpi")
+    try:
+        p, _, scaler = one_parameter_problem()
+        optimizer = dist.DistributedOptimizer(optim.SGD([p], lr=0.1))
+        scaler.step(optimizer)
+        scaler.update()
+        np.testing.assert_array_equal(p.numpy(), np.full(3, 0.9, np.float32))  # 1 - 0.1 * (4 / 4)
+        p.grad = ma.Tensor(np.array([np.nan, 1.0, 1.0], np.float32))
+        assert scaler.step(optimizer) is None
+        scaler.update()
+        np.testing.assert_array_equal(p.numpy(), np.full(3, 0.9, np.float32))
+        assert scaler.get_scale() == 2.0
+    finally:
+        dist.destroy_process_group()
