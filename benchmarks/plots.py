@@ -12,6 +12,8 @@ A plot is named after the results file it comes from, ``<name>-<plot>.png``:
                         PyTorch on the CPU; or minialex on the CPU, on the GPU (generic and fast paths)
                         and PyTorch CUDA; or minialex, DeZero and Chainer
     <name>-step.png     training step time against batch size, where the file holds two batch sizes or more
+    <name>-fastpaths.png per CPU fast path, the kernel's time with the switch off (the clear version)
+                        and on, and the training step's (the switches suite)
 
 Needs matplotlib (the ``plot`` extra); draws with the Agg backend, no display.
 """
@@ -206,9 +208,43 @@ def step_figure(payload, name):
     return figure
 
 
+def before_after_figure(payload, name):
+    """Per fast path and kernel, its time as a fraction of the clear version's (bars at 1 and at the ratio)."""
+    kernels = payload["kernels"]
+    steps = payload.get("train_step") or []
+    rows = [(f"{row['kernel']} {row['part']}\n{row['switch']}", row, 1e3, "ms") for row in kernels]
+    rows += [(f"training step, batch {row['batch']}\nswitch off: {row['switch']}", row, 1.0, "s") for row in steps]
+    figure, ax = plt.subplots(figsize=(8, 0.55 * len(rows) + 1.4))
+    y = np.arange(len(rows))[::-1]
+    ratios = np.array([row["ratio"] for _, row, _, _ in rows])
+    ax.barh(y + 0.2, np.ones(len(rows)), height=0.4, color="#999999", label="before: the clear version (switch off)")
+    ax.barh(y - 0.2, ratios, height=0.4, color=COLORS[0], label="after: the fast path (switch on)")
+    for where, (_, row, scale, unit) in zip(y, rows):
+        ax.text(max(1.0, row["ratio"]) + 0.02, where,
+                f"{row['before'] * scale:.3g} -> {row['after'] * scale:.3g} {unit}  ({row['ratio']:.2f})",
+                va="center", fontsize=7)
+    if steps:
+        ax.axhline(len(steps) - 0.5, color="#555555", lw=0.6)
+    ax.axvline(1, color="black", lw=0.8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([label for label, _, _, _ in rows], fontsize=7)
+    ax.set_xlim(0, max(1.0, ratios.max()) * 1.45)
+    ax.set_xlabel("time / the clear version's time (medians of alternated pairs)")
+    ax.set_title(f"CPU fast paths against their clear versions, {_batch_text(payload)}", fontsize=10)
+    ax.grid(axis="x", color="#dddddd", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.5 / (0.55 * len(rows) + 1.4) - 0.12), ncol=2,
+              frameon=False)
+    figure.tight_layout(rect=(0, 0.02, 1, 1))
+    _source(figure, name)
+    return figure
+
+
 def figures(payload, name):
     """{plot name: figure} for every plot the results file can give (none for the data-parallel suite)."""
     made = {}
+    if suite_of(payload) == "switches":
+        return {"fastpaths": before_after_figure(payload, name)} if payload.get("kernels") else {}
     if ratio_panels(payload) and payload.get("kernels"):
         made["ratios"] = ratio_figure(payload, name)
         made["kernels"] = kernels_figure(payload, name)

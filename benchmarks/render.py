@@ -19,7 +19,7 @@ from . import common
 
 
 def suite_of(payload):
-    """"cpu", "gpu", "engines" or "distributed": which script measured ``payload``.
+    """"cpu", "gpu", "engines", "switches" or "distributed": which script measured ``payload``.
 
     Recorded as "suite" by the suites that know it; for older files (and the
     data-parallel suite) told from what the payload holds.
@@ -55,6 +55,10 @@ def report(payload):
         from . import engines  # noqa: PLC0415
 
         return engines.markdown_report(info, payload["kernels"])
+    if suite == "switches":
+        from . import switches  # noqa: PLC0415
+
+        return switches.markdown_report(info, payload["kernels"], payload["train_step"])
     from . import distributed  # noqa: PLC0415
 
     throughput = {layout: distributed.median_run(runs) for layout, runs in payload["throughput"].items()}
