@@ -188,9 +188,10 @@ class GradScaler:
         self._backoff_factor = _factor(owner, "backoff_factor", backoff_factor, 0.0, 1.0)
         self._growth_interval = _count(owner, "growth_interval", growth_interval, 1)
         self._growth_tracker = 0  # clean steps in a row since the scale last changed
-        self._per_optimizer = {}  # id(optimizer) -> {"stage": READY | UNSCALED | STEPPED, "found_inf": bool}
+        self._per_optimizer = {}  # id(optimizer) -> {"stage": READY | UNSCALED | STEPPED, "found_inf": None | bool}
 
     def is_enabled(self):
+        """False for a pass-through scaler (``enabled=False``)."""
         return self._enabled
 
     def get_scale(self):
