@@ -1,8 +1,9 @@
 """``python -m benchmarks.switches``: every CPU fast path against the clear version beside it.
 
 Each fast path in ``minialex.kernels`` sits behind a switch named for what it
-does (``one_pass_on_cpu``, ``scatter_on_cpu``, ``wide_rows_on_cpu``,
-``in_chunks_on_cpu``, and the column reuse of ``release_columns``). This
+does (``phases_on_cpu``, ``one_pass_on_cpu``, ``scatter_on_cpu``,
+``wide_rows_on_cpu``, ``in_chunks_on_cpu``, and the column reuse of
+``release_columns``). This
 script times the kernels each one touches, on the paper AlexNet's shapes,
 with the switch off (the clear version: "before") and on (the fast path:
 "after"), and then the whole training step with each switch off in turn and
@@ -35,6 +36,8 @@ from .layers import LAYERS
 SWITCHES = {
     "column reuse": "im2col refills the columns a finished Conv2d released (release_columns), "
                     "instead of fresh memory",
+    "phases_on_cpu": "im2col with a stride above 1: split the image into its stride phases first, so every "
+                     "offset copies contiguous rows",
     "one_pass_on_cpu": "max-pool forward: running maximum and argmax in one pass per window offset",
     "scatter_on_cpu": "max-pool backward: one np.add.at instead of a masked slice-add per offset",
     "wide_rows_on_cpu": "conv input gradient, stride 1: the dcol GEMM on rows widened to the padded width",
@@ -54,7 +57,8 @@ def switched(name, on):
         finally:
             conv.MAX_FREE_COLUMNS = kept
         return
-    module, function = {"one_pass_on_cpu": (pool, "max_pool2d_forward"),
+    module, function = {"phases_on_cpu": (conv, "im2col"),
+                        "one_pass_on_cpu": (pool, "max_pool2d_forward"),
                         "scatter_on_cpu": (pool, "max_pool2d_backward"),
                         "wide_rows_on_cpu": (conv, "conv2d_backward"),
                         "in_chunks_on_cpu": (sgd_optimizer, "sgd_update")}[name]
@@ -70,7 +74,7 @@ def switched(name, on):
 
 
 def _conv_case(spec, x, rng, part):
-    """run(on) for one conv layer's forward (column reuse) or backward (wide rows)."""
+    """run(on) for one conv layer's forward (column reuse, or phases) or backward (wide rows)."""
     weight = (rng.standard_normal((spec["out"], x.shape[1] // spec["groups"], spec["k"], spec["k"])) * 0.01
               ).astype(np.float32)
     bias = np.zeros(spec["out"], np.float32)
@@ -82,6 +86,12 @@ def _conv_case(spec, x, rng, part):
 
     forward()
     dout = rng.standard_normal(state["out"].shape).astype(np.float32)
+    if part == "phases":
+        def run(on):
+            conv.release_columns(state["cache"])
+            with switched("phases_on_cpu", on):
+                forward()
+        return run
     if part == "forward":
         def run(on):
             with switched("column reuse", on):
@@ -117,6 +127,8 @@ def kernel_cases(batch, rng):
     cases = []
     for name, kind, shape, spec in LAYERS:
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
+        if kind == "conv" and spec["stride"] > 1:  # conv1, stride 4
+            cases.append(("phases_on_cpu", name, "forward", _conv_case(spec, x, rng, "phases")))
         if kind == "conv" and name == "conv2":
             cases.append(("column reuse", name, "forward", _conv_case(spec, x, rng, "forward")))
         if kind == "conv" and name in ("conv2", "conv5"):  # stride 1: 5x5 on 27x27 and 3x3 on 13x13

@@ -24,9 +24,11 @@ module comes from the inputs) and knows nothing about autograd.
 
 im2col, col2im, conv2d_forward and conv2d_backward are the clear versions.
 Beside them sit the CPU speed-ups: reused buffers for the columns and for
-dcol (the same numbers in other memory), and ``_input_grad_wide``, which
-conv2d_backward runs for a stride-1 convolution on NumPy arrays unless
-called with ``wide_rows_on_cpu=False``. CuPy arrays go to the CUDA kernels of
+dcol (the same numbers in other memory); ``_im2col_from_phases``, which
+im2col runs for a strided convolution on NumPy arrays unless called with
+``phases_on_cpu=False``; and ``_input_grad_wide``, which conv2d_backward runs
+for a stride-1 convolution on NumPy arrays unless called with
+``wide_rows_on_cpu=False``. CuPy arrays go to the CUDA kernels of
 ``minialex.kernels.cuda.conv`` (switched by ``use_fast_paths``).
 """
 
@@ -169,7 +171,7 @@ def _scratch(xp, shape, dtype):
 # --------------------------------------------------------------------------- im2col and col2im
 
 
-def im2col(x, kh, kw, stride, padding):
+def im2col(x, kh, kw, stride, padding, phases_on_cpu=True):
     """Unfold every kh x kw window of ``x`` into a column.
 
     x (N, C, H, W) -> col (C*kh*kw, N*oh*ow) with
@@ -179,6 +181,10 @@ def im2col(x, kh, kw, stride, padding):
     Rather than looping over the N*oh*ow windows, loop over the kh*kw kernel
     offsets (i, j): for a fixed offset, the pixels read by all windows form one
     strided slice of the padded image, copied in a single vectorised assignment.
+
+    ``phases_on_cpu``: with a stride above 1 on NumPy arrays, fill the same
+    columns with ``_im2col_from_phases`` (bit for bit: only copies); False
+    runs the loop below.
     """
     xp = get_array_module(x)
     N, C, H, W = x.shape
@@ -187,6 +193,9 @@ def im2col(x, kh, kw, stride, padding):
     oh, ow = _check_output_size(x.shape, kh, kw, stride, padding)
     if fast_paths.active(x):  # CuPy array: one CUDA thread per column element
         return cuda_conv.im2col(x, kh, kw, stride, padding)
+
+    if phases_on_cpu and xp is np and (sh > 1 or sw > 1):  # the CPU speed-up beside the loop below
+        return _im2col_from_phases(x, kh, kw, stride, padding, oh, ow)
 
     if ph or pw:
         x_padded = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
@@ -203,6 +212,42 @@ def im2col(x, kh, kw, stride, padding):
             cols = _window_slice(j, sw, ow)
             # (N, C, oh, ow) -> (C, N, oh, ow): the assignment does the transpose.
             col[:, i, j] = x_padded[:, :, rows, cols].transpose(1, 0, 2, 3)
+    return col.reshape(C * kh * kw, N * oh * ow)
+
+
+def _im2col_from_phases(x, kh, kw, stride, padding, oh, ow):
+    """The CPU speed-up of im2col for a stride above 1: split the image into its stride phases first.
+
+    With stride (sh, sw), kernel offset (i, j) reads every sh-th row and
+    sw-th column of the padded image. Writing i = sh*a + r and j = sw*b + q,
+    those pixels all lie in ONE phase plane,
+
+        phase[c, r, q, n, a', b'] = x_padded[n, c, sh*a' + r, sw*b' + q],
+
+    at rows a .. a+oh-1 and columns b .. b+ow-1: a dense block. One strided
+    copy of the image builds the sh*sw phase planes (channel-major, the
+    order of col's rows); after it every offset copies contiguous rows, where
+    the clear loop gathered every sh-th float (conv1, stride 4: a 64-byte
+    cache line brought 4 useful floats of 16) for each of the kh*kw offsets.
+    conv1, batch 16: 21 -> 17 ms. Only copies: the same columns bit for bit.
+    NumPy only.
+    """
+    N, C, H, W = x.shape
+    (sh, sw), (ph, pw) = stride, padding
+    # Phase planes just big enough for every offset's block: (kh-1)//sh + oh rows.
+    rows, cols = (kh - 1) // sh + oh, (kw - 1) // sw + ow
+    x_padded = np.zeros((N, C, rows * sh, cols * sw), dtype=x.dtype)
+    real_rows, real_cols = min(H, rows * sh - ph), min(W, cols * sw - pw)  # the rest is never read
+    x_padded[:, :, ph:ph + real_rows, pw:pw + real_cols] = x[:, :, :real_rows, :real_cols]
+    phases = np.empty((C, sh, sw, N, rows, cols), dtype=x.dtype)
+    phases[...] = x_padded.reshape(N, C, rows, sh, cols, sw).transpose(1, 3, 5, 0, 2, 4)
+
+    col = _take_columns(np, (C * kh * kw, N * oh * ow), x.dtype).reshape(C, kh, kw, N, oh, ow)
+    for i in range(kh):
+        a, r = divmod(i, sh)
+        for j in range(kw):
+            b, q = divmod(j, sw)
+            col[:, i, j] = phases[:, r, q, :, a:a + oh, b:b + ow]
     return col.reshape(C * kh * kw, N * oh * ow)
 
 

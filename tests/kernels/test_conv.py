@@ -151,6 +151,36 @@ def test_col2im_is_adjoint_of_im2col(N, C, H, W, kh, kw, sh, sw, ph, pw, seed):
     assert lhs == pytest.approx(rhs, rel=1e-10, abs=1e-10)
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    N=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(1, 12), W=st.integers(1, 12),
+    kh=st.integers(1, 6), kw=st.integers(1, 6), sh=st.integers(1, 5), sw=st.integers(1, 5),
+    ph=st.integers(0, 3), pw=st.integers(0, 3), seed=st.integers(0, 2**32 - 1),
+    dtype=st.sampled_from([np.float32, np.float64]),
+)
+def test_cpu_phase_im2col_equals_the_clear_loop_bit_for_bit(N, C, H, W, kh, kw, sh, sw, ph, pw, seed, dtype):
+    """The NumPy speed-up for strided windows (copies out of the stride phase planes) against the
+    clear strided loop, and both against the naive window copy: only copies, so equal bit for bit."""
+    kh, kw = min(kh, H + 2 * ph), min(kw, W + 2 * pw)
+    x = np.random.default_rng(seed).standard_normal((N, C, H, W)).astype(dtype)
+    fast = im2col(x, kh, kw, (sh, sw), (ph, pw))
+    clear = im2col(x, kh, kw, (sh, sw), (ph, pw), phases_on_cpu=False)
+    assert fast.dtype == clear.dtype == dtype and fast.shape == clear.shape and fast.flags.c_contiguous
+    np.testing.assert_array_equal(fast, clear)
+    np.testing.assert_array_equal(fast, naive_im2col(x, kh, kw, (sh, sw), (ph, pw)))
+
+
+def test_phase_im2col_runs_for_strides_above_1_and_only_phases_on_cpu_switches_it_off(monkeypatch):
+    x = np.random.default_rng(0).standard_normal((2, 3, 11, 11)).astype(np.float32)
+    calls = []
+    original = conv._im2col_from_phases
+    monkeypatch.setattr(conv, "_im2col_from_phases", lambda *a: calls.append(a[3]) or original(*a))
+    im2col(x, 3, 3, (2, 1), (1, 1))
+    im2col(x, 3, 3, (1, 1), (1, 1))  # stride 1: every offset already reads contiguous rows
+    im2col(x, 3, 3, (2, 2), (0, 0), phases_on_cpu=False)
+    assert calls == [(2, 1)]
+
+
 def test_col2im_sums_overlapping_windows():
     # All-ones columns: each pixel receives the number of windows covering it.
     x_shape = (1, 1, 4, 4)
