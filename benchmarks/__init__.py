@@ -17,3 +17,5 @@ reference's time: below 1, minialex is faster. Only a run given ``--name``
 writes into benchmarks/results/, so an ad-hoc run never replaces a published
 file nor shows up in the docs.
 """
+
+import minialex  # noqa: E402, F401 - before NumPy, so that its OpenBLAS setting takes effect (minialex/__init__.py)

@@ -2,9 +2,9 @@
 
 Each fast path in ``minialex.kernels`` sits behind a switch named for what it
 does (``phases_on_cpu``, ``one_pass_on_cpu``, ``scatter_on_cpu``,
-``wide_rows_on_cpu``, ``in_chunks_on_cpu``, and the column reuse of
-``release_columns``). This
-script times the kernels each one touches, on the paper AlexNet's shapes,
+``wide_rows_on_cpu``, ``in_chunks_on_cpu``, the column reuse of
+``release_columns``, and ``threads``: the elementwise work split over the
+cores, or not, ``minialex.kernels.threads.set_num_threads``). This script times the kernels each one touches, on the paper AlexNet's shapes,
 with the switch off (the clear version: "before") and on (the fast path:
 "after"), and then the whole training step with each switch off in turn and
 with all of them off. The two settings run in alternated pairs (off-on,
@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from minialex.kernels import conv, pool, sgd
+from minialex.kernels import conv, lrn, pool, sgd, threads
 from minialex.optim import sgd as sgd_optimizer
 
 from .common import format_ratio, machine_info, milliseconds, report_unpublished, write_results
@@ -42,12 +42,22 @@ SWITCHES = {
     "scatter_on_cpu": "max-pool backward: one np.add.at instead of a masked slice-add per offset",
     "wide_rows_on_cpu": "conv input gradient, stride 1: the dcol GEMM on rows widened to the padded width",
     "in_chunks_on_cpu": "SGD: the update in chunks of 32,768 elements that stay in cache",
+    "threads": "the batch's elementwise work (copies, LRN, pooling, ReLU) split over the cores, "
+               "instead of one thread",
 }
 
 
 @contextlib.contextmanager
 def switched(name, on):
     """Run the body with fast path ``name`` on or off everywhere the training step reaches it."""
+    if name == "threads":
+        kept = threads.get_num_threads()
+        threads.set_num_threads(threads.available_cores() if on else 1)
+        try:
+            yield
+        finally:
+            threads.set_num_threads(kept)
+        return
     if name == "column reuse":
         kept = conv.MAX_FREE_COLUMNS
         conv.MAX_FREE_COLUMNS = kept if on else 0  # release_columns then keeps nothing
@@ -137,7 +147,35 @@ def kernel_cases(batch, rng):
             cases.append(("one_pass_on_cpu", name, "forward", _pool_case(x, rng, "forward")))
             cases.append(("scatter_on_cpu", name, "backward", _pool_case(x, rng, "backward")))
     cases.append(("in_chunks_on_cpu", "sgd_fc6", "update", _sgd_case(rng)))
+    cases += _threads_cases(batch, rng)
     return cases
+
+
+def _threads_cases(batch, rng):
+    """LRN1, pool1 and conv2 (whose GEMMs the BLAS spreads over the cores anyway) on one thread and on all."""
+    cases = []
+    specs = {name: (shape, spec) for name, _, shape, spec in LAYERS}
+    x = rng.standard_normal((batch, *specs["lrn1"][0])).astype(np.float32)
+    out, cache = lrn.local_response_norm_forward(x, 5, 1e-4, 0.75, 2.0)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    for part, work in (("forward", lambda: lrn.local_response_norm_forward(x, 5, 1e-4, 0.75, 2.0)),
+                       ("backward", lambda: lrn.local_response_norm_backward(dout, cache))):
+        cases.append(("threads", "lrn1", part, _on_threads(work)))
+    cases.append(("threads", "pool1", "forward", _on_threads(lambda: pool.max_pool2d_forward(x, 3, 2, 0))))
+    shape, spec = specs["conv2"]
+    conv2 = rng.standard_normal((batch, *shape)).astype(np.float32)
+    forward = _conv_case(spec, conv2, rng, "forward")
+    backward = _conv_case(spec, conv2, rng, "backward")
+    cases.append(("threads", "conv2", "forward", _on_threads(lambda: forward(True))))
+    cases.append(("threads", "conv2", "backward", _on_threads(lambda: backward(True))))
+    return cases
+
+
+def _on_threads(work):
+    def run(on):
+        with switched("threads", on):
+            work()
+    return run
 
 
 def paired_times(run, pairs, warmup=1):

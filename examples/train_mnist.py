@@ -49,9 +49,8 @@ import time
 import traceback
 import zipfile
 
+import minialex as ma  # before NumPy: its OpenBLAS setting takes effect only then (minialex/__init__.py)
 import numpy as np
-
-import minialex as ma
 import minialex.distributed as dist
 import minialex.functional as F
 from minialex import amp, backend, models, nn, optim

@@ -4,7 +4,20 @@
     import minialex.functional as F
 """
 
-import numpy as _np
+import os as _os
+import sys as _sys
+
+if "numpy" not in _sys.modules:
+    # OpenBLAS (NumPy's BLAS on most machines) keeps its idle threads spinning
+    # for about 0.1 s after every GEMM, holding the other cores just when the
+    # kernels split their elementwise work over them (minialex.kernels.threads):
+    # a split copy then runs no faster than on one core. A short spin, read by
+    # OpenBLAS once when NumPy loads it, gives the cores back (the paper
+    # AlexNet's CPU step: about 0.9 of the time). An explicit setting wins;
+    # once NumPy is loaded this can no longer take effect: set it yourself.
+    _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+import numpy as _np  # noqa: E402 - after the OpenBLAS setting
 
 from . import amp, cuda, functional, nn, profiler, viz  # viz imports matplotlib only when it draws
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor

@@ -39,7 +39,7 @@ import threading
 import numpy as np
 
 from minialex.backend import get_array_module
-from minialex.kernels import check_image_batch, check_pair
+from minialex.kernels import check_image_batch, check_pair, threads
 from minialex.kernels import cuda as fast_paths
 from minialex.kernels.cuda import conv as cuda_conv
 
@@ -197,21 +197,22 @@ def im2col(x, kh, kw, stride, padding, phases_on_cpu=True):
     if phases_on_cpu and xp is np and (sh > 1 or sw > 1):  # the CPU speed-up beside the loop below
         return _im2col_from_phases(x, kh, kw, stride, padding, oh, ow)
 
-    if ph or pw:
-        x_padded = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
-        x_padded[:, :, ph:ph + H, pw:pw + W] = x
-    else:
-        x_padded = x
-
+    x_padded = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), dtype=x.dtype) if ph or pw else x
     # Filled through a 6-D view whose axis order is the row/column order of
     # ``col``, so the final reshape to 2-D is free (no copy).
     col = _take_columns(xp, (C * kh * kw, N * oh * ow), x.dtype).reshape(C, kh, kw, N, oh, ow)
-    for i in range(kh):
-        rows = _window_slice(i, sh, oh)
-        for j in range(kw):
-            cols = _window_slice(j, sw, ow)
-            # (N, C, oh, ow) -> (C, N, oh, ow): the assignment does the transpose.
-            col[:, i, j] = x_padded[:, :, rows, cols].transpose(1, 0, 2, 3)
+
+    def images(start, stop):  # on the CPU the batch is split over the cores (kernels.threads)
+        if ph or pw:
+            x_padded[start:stop, :, ph:ph + H, pw:pw + W] = x[start:stop]
+        for i in range(kh):
+            rows = _window_slice(i, sh, oh)
+            for j in range(kw):
+                cols = _window_slice(j, sw, ow)
+                # (N, C, oh, ow) -> (C, N, oh, ow): the assignment does the transpose.
+                col[:, i, j, start:stop] = x_padded[start:stop, :, rows, cols].transpose(1, 0, 2, 3)
+
+    threads.split(images, N, C * kh * kw * oh * ow, array=x)
     return col.reshape(C * kh * kw, N * oh * ow)
 
 
@@ -238,16 +239,20 @@ def _im2col_from_phases(x, kh, kw, stride, padding, oh, ow):
     rows, cols = (kh - 1) // sh + oh, (kw - 1) // sw + ow
     x_padded = np.zeros((N, C, rows * sh, cols * sw), dtype=x.dtype)
     real_rows, real_cols = min(H, rows * sh - ph), min(W, cols * sw - pw)  # the rest is never read
-    x_padded[:, :, ph:ph + real_rows, pw:pw + real_cols] = x[:, :, :real_rows, :real_cols]
     phases = np.empty((C, sh, sw, N, rows, cols), dtype=x.dtype)
-    phases[...] = x_padded.reshape(N, C, rows, sh, cols, sw).transpose(1, 3, 5, 0, 2, 4)
-
     col = _take_columns(np, (C * kh * kw, N * oh * ow), x.dtype).reshape(C, kh, kw, N, oh, ow)
-    for i in range(kh):
-        a, r = divmod(i, sh)
-        for j in range(kw):
-            b, q = divmod(j, sw)
-            col[:, i, j] = phases[:, r, q, :, a:a + oh, b:b + ow]
+
+    def images(start, stop):  # the batch split over the cores (kernels.threads)
+        x_padded[start:stop, :, ph:ph + real_rows, pw:pw + real_cols] = x[start:stop, :, :real_rows, :real_cols]
+        phases[:, :, :, start:stop] = (x_padded[start:stop].reshape(stop - start, C, rows, sh, cols, sw)
+                                       .transpose(1, 3, 5, 0, 2, 4))
+        for i in range(kh):
+            a, r = divmod(i, sh)
+            for j in range(kw):
+                b, q = divmod(j, sw)
+                col[:, i, j, start:stop] = phases[:, r, q, start:stop, a:a + oh, b:b + ow]
+
+    threads.split(images, N, C * kh * kw * oh * ow)
     return col.reshape(C * kh * kw, N * oh * ow)
 
 
@@ -282,12 +287,44 @@ def col2im(col, x_shape, kh, kw, stride, padding):
     # adding a transposed view into an NCHW buffer (conv2, batch 16: 34 -> 25 ms).
     # One transposing copy at the end gives NCHW (and drops the padding).
     x_padded = xp.zeros((C, N, H + 2 * ph, W + 2 * pw), dtype=col.dtype)
-    for i in range(kh):
-        rows = _window_slice(i, sh, oh)
-        for j in range(kw):
-            cols = _window_slice(j, sw, ow)
-            x_padded[:, :, rows, cols] += col[:, i, j]
-    return xp.ascontiguousarray(x_padded[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3))
+    x = xp.empty((N, C, H, W), dtype=col.dtype)
+
+    def images(start, stop):  # on the CPU the batch is split over the cores (kernels.threads)
+        for i in range(kh):
+            rows = _window_slice(i, sh, oh)
+            for j in range(kw):
+                cols = _window_slice(j, sw, ow)
+                x_padded[:, start:stop, rows, cols] += col[:, i, j, start:stop]
+        x[start:stop] = x_padded[:, start:stop, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
+
+    threads.split(images, N, C * kh * kw * oh * ow, array=col)
+    return x
+
+
+def _to_images(channels_first):
+    """(O, N, oh, ow) -> a new C-contiguous (N, O, oh, ow): the GEMM's output as an NCHW batch."""
+    O, N = channels_first.shape[:2]
+    xp = get_array_module(channels_first)
+    images = xp.empty((N, O) + channels_first.shape[2:], dtype=channels_first.dtype)
+
+    def copy(start, stop):  # on the CPU the batch is split over the cores (kernels.threads)
+        images[start:stop] = channels_first[:, start:stop].transpose(1, 0, 2, 3)
+
+    threads.split(copy, N, images[:1].size, array=images)
+    return images
+
+
+def _to_channels(images):
+    """(N, O, oh, ow) -> a new C-contiguous (O, N, oh, ow): dout in the column order of col."""
+    N, O = images.shape[:2]
+    xp = get_array_module(images)
+    channels_first = xp.empty((O, N) + images.shape[2:], dtype=images.dtype)
+
+    def copy(start, stop):
+        channels_first[:, start:stop] = images[start:stop].transpose(1, 0, 2, 3)
+
+    threads.split(copy, N, images[:1].size, array=images)
+    return channels_first
 
 
 # --------------------------------------------------------------------------- the layer
@@ -333,7 +370,7 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
         # Added in place on the GEMM output, before the one unavoidable
         # transpose-copy to NCHW, so no extra temporary.
         out_cols += bias.reshape(O, 1)
-    out = xp.ascontiguousarray(out_cols.reshape(O, N, oh, ow).transpose(1, 0, 2, 3))
+    out = _to_images(out_cols.reshape(O, N, oh, ow))
 
     cache = {
         "col": col,
@@ -380,7 +417,7 @@ def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True, wide
         )
 
     # NCHW -> (O, N*oh*ow): the same column order as col. One copy.
-    dout_cols = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(G, O // G, N * oh * ow)
+    dout_cols = _to_channels(dout).reshape(G, O // G, N * oh * ow)
     col_groups = col.reshape(G, -1, N * oh * ow)
     weight_groups = weight.reshape(G, O // G, -1)
 
@@ -426,16 +463,26 @@ def _input_grad_wide(weight_groups, dout, x_shape, kh, kw, padding):
     Hp, Wp = H + 2 * ph, W + 2 * pw
     G = weight_groups.shape[0]
     dout_wide = np.zeros((O, N, oh, Wp), dtype=dout.dtype)
-    dout_wide[..., :ow] = dout.transpose(1, 0, 2, 3)
+
+    def fill(start, stop):  # the batch split over the cores (kernels.threads), here and below
+        dout_wide[:, start:stop, :, :ow] = dout[start:stop].transpose(1, 0, 2, 3)
+
+    threads.split(fill, N, O * oh * Wp)
     dcol_shape = (G, weight_groups.shape[2], N * oh * Wp)
     dcol = np.matmul(weight_groups.transpose(0, 2, 1), dout_wide.reshape(G, O // G, N * oh * Wp),
                      out=_scratch(np, dcol_shape, dout.dtype))
     dcol = dcol.reshape(C, kh, kw, N, oh * Wp)
     # Channel-major like dcol, one spare row for the overrun of the last offsets.
     dx_flat = np.zeros((C, N, (Hp + 1) * Wp), dtype=dout.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            start = i * Wp + j
-            dx_flat[:, :, start:start + oh * Wp] += dcol[:, i, j]
     dx_padded = dx_flat[:, :, :Hp * Wp].reshape(C, N, Hp, Wp)
-    return np.ascontiguousarray(dx_padded[:, :, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3))
+    dx = np.empty((N, C, H, W), dtype=dout.dtype)
+
+    def images(first, last):
+        for i in range(kh):
+            for j in range(kw):
+                start = i * Wp + j
+                dx_flat[:, first:last, start:start + oh * Wp] += dcol[:, i, j, first:last]
+        dx[first:last] = dx_padded[:, first:last, ph:ph + H, pw:pw + W].transpose(1, 0, 2, 3)
+
+    threads.split(images, N, C * kh * kw * oh * Wp)
+    return dx

@@ -48,6 +48,7 @@ import numpy as np
 
 from minialex.backend import get_array_module
 from minialex.kernels import cuda as fast_paths
+from minialex.kernels import threads
 from minialex.kernels.cuda import lrn as cuda_lrn
 
 
@@ -66,16 +67,22 @@ class LRNCache(NamedTuple):
     wide: object = None
 
 
-def _channel_window_sum(a, before, after):
+def _copy_into(out, a):
+    out[...] = a
+    return out
+
+
+def _channel_window_sum(a, before, after, out=None):
     """sum_{j = c - before}^{c + after} a[:, j], zero outside 0..C-1, for every channel c.
 
     Start from a itself (offset 0), then add each channel-shifted copy: for a
     shift s back, channel c receives channel c - s (so channels s.. get
     a[:, :C-s]); for a shift s forward, channel c receives c + s. Channels past
     either edge simply add nothing: the zero padding without a padded copy.
+    ``out``: where to build the sum (a's shape), else a new array.
     """
     channels = a.shape[1]
-    window_sum = a.copy()
+    window_sum = a.copy() if out is None else _copy_into(out, a)
     for shift in range(1, min(before, channels - 1) + 1):
         window_sum[:, shift:] += a[:, : channels - shift]
     for shift in range(1, min(after, channels - 1) + 1):
@@ -83,17 +90,17 @@ def _channel_window_sum(a, before, after):
     return window_sum
 
 
-def _power(scale, exponent):
+def _power(scale, exponent, out=None):
     """scale ** exponent; for AlexNet's beta = 0.75 as sqrt(sqrt(s)) / s.
 
     Two square roots and a division, all in place on one new array, are about
     6x faster than a general power on the CPU and agree with it to float
-    round-off (scale >= k > 0).
+    round-off (scale >= k > 0). ``out``: where to write it, else a new array.
     """
-    if exponent != -0.75:
-        return scale**exponent
     xp = get_array_module(scale)
-    result = xp.sqrt(scale)  # s^(1/2)
+    if exponent != -0.75:
+        return xp.power(scale, exponent, out=out)
+    result = xp.sqrt(scale, out=out)  # s^(1/2)
     xp.sqrt(result, out=result)  # s^(1/4)
     result /= scale  # s^(1/4 - 1) = s^(-3/4)
     return result
@@ -119,12 +126,15 @@ def _needs_wide_arithmetic(scale):
     return not float(scale.max()) <= wide_arithmetic_limit(scale.dtype)
 
 
-def _scale_and_power(x, size, alpha, beta, k):
-    """scale = k + alpha/size * windowed sum of x^2, and scale^(-beta), both in x's dtype."""
-    scale = _channel_window_sum(x * x, before=size // 2, after=(size - 1) // 2)
+def _scale_and_power(x, size, alpha, beta, k, scale=None, scale_pow=None):
+    """scale = k + alpha/size * windowed sum of x^2, and scale^(-beta), both in x's dtype.
+
+    ``scale``, ``scale_pow``: arrays shaped like x to write them into, else new ones.
+    """
+    scale = _channel_window_sum(x * x, before=size // 2, after=(size - 1) // 2, out=scale)
     scale *= alpha / size  # in place on the fresh window sum: no extra x-sized arrays
     scale += k
-    return scale, _power(scale, -beta)
+    return scale, _power(scale, -beta, out=scale_pow)
 
 
 def _check_arguments(x, size, alpha, beta, k):
@@ -167,12 +177,19 @@ def local_response_norm_forward(x, size, alpha, beta, k):
     size, alpha, beta, k = int(size), float(alpha), float(beta), float(k)
     if fast_paths.active(x):  # CuPy array: one CUDA thread per (n, pixel), running channel sum
         return cuda_lrn.local_response_norm_forward(x, size, alpha, beta, k)
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught just below
-        scale, scale_pow = _scale_and_power(x, size, alpha, beta, k)
+    # Each image's window sums its own channels: the batch splits over the
+    # CPU's threads (minialex.kernels.threads), each range into its slices.
+    xp = get_array_module(x)
+    scale, scale_pow, out = xp.empty_like(x), xp.empty_like(x), xp.empty_like(x)
+
+    def images(start, stop):
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is caught just below
+            _scale_and_power(x[start:stop], size, alpha, beta, k, scale[start:stop], scale_pow[start:stop])
+            xp.multiply(x[start:stop], scale_pow[start:stop], out=out[start:stop])
+
+    threads.split(images, x.shape[0], x[:1].size * 8, array=x)
     wide = _needs_wide_arithmetic(scale)
-    if not wide:
-        out = x * scale_pow
-    else:  # rare: huge inputs. The same formula in float64, rounded back to x's dtype.
+    if wide:  # rare: huge inputs. The same formula in float64, rounded back to x's dtype.
         wide_scale, wide_pow = _scale_and_power(x.astype(np.float64), size, alpha, beta, k)
         out = (x * wide_pow).astype(x.dtype)
         with np.errstate(over="ignore"):  # a scale past float32's range is cached as inf
@@ -217,7 +234,19 @@ def local_response_norm_backward(dout, cache):
         a = x.astype(np.float64)
         scale, scale_pow = _scale_and_power(a, size, alpha, beta, k)
         dout = dout.astype(np.float64)
-    dx = dout * scale_pow  # the direct term, and the first factor of the next one
+    dx = get_array_module(a).empty(a.shape, dtype=a.dtype)
+
+    def images(start, stop):  # the batch split over the CPU's threads, as in the forward
+        _input_grad(dout[start:stop], a[start:stop], scale[start:stop], scale_pow[start:stop],
+                    size, alpha, beta, out=dx[start:stop])
+
+    threads.split(images, a.shape[0], a[:1].size * 8, array=a)
+    return dx.astype(x.dtype, copy=False)  # a no-op unless computed in float64
+
+
+def _input_grad(dout, a, scale, scale_pow, size, alpha, beta, out):
+    """The backward's formula on a slice of the batch, written into ``out``."""
+    dx = get_array_module(out).multiply(dout, scale_pow, out=out)  # the direct term, and the first factor of the next one
     # dout_c * a_c * scale_c^(-beta-1) as (dout_c * scale_c^(-beta)) * a_c / scale_c: no second power.
     through_scale = dx * a
     through_scale /= scale
@@ -225,4 +254,4 @@ def local_response_norm_backward(dout, cache):
     received *= a
     received *= 2.0 * alpha * beta / size
     dx -= received
-    return dx.astype(x.dtype, copy=False)  # a no-op unless computed in float64
+    return dx

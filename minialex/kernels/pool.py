@@ -35,7 +35,7 @@ from typing import NamedTuple, Tuple
 import numpy as np
 
 from minialex.backend import get_array_module
-from minialex.kernels import check_image_batch, check_pair
+from minialex.kernels import check_image_batch, check_pair, threads
 from minialex.kernels import cuda as fast_paths
 from minialex.kernels.cuda import pool as cuda_pool
 
@@ -153,7 +153,8 @@ def max_pool2d_forward(x, kernel_size, stride, padding, one_pass_on_cpu=True):
 
     argmax_dtype = _argmax_dtype(xp, kh * kw)
     if one_pass_on_cpu and xp is np:  # the CPU speed-up beside the two loops below
-        found = _max_pool2d_forward_one_pass(window, kh * kw, argmax_dtype, padded=bool(ph or pw))
+        found = _max_pool2d_forward_one_pass(x_padded, (kh, kw), (sh, sw), (oh, ow), argmax_dtype,
+                                             padded=bool(ph or pw))
         if found is not None:
             out, argmax = found
             return out, MaxPoolCache(argmax, (N, C, H, W), x.dtype, (kh, kw), (sh, sw), (ph, pw))
@@ -185,7 +186,7 @@ def max_pool2d_forward(x, kernel_size, stride, padding, one_pass_on_cpu=True):
     return out, cache
 
 
-def _max_pool2d_forward_one_pass(window, window_area, argmax_dtype, padded):
+def _max_pool2d_forward_one_pass(x_padded, kernel_size, stride, out_size, argmax_dtype, padded):
     """The CPU speed-up of max_pool2d_forward: the running maximum and its offset, updated together.
 
     The clear version reads every offset's strided pixels twice, once for the
@@ -199,26 +200,39 @@ def _max_pool2d_forward_one_pass(window, window_area, argmax_dtype, padded):
         argmax  = max(argmax, offset * greater)
 
     The last line is "argmax = offset where greater" without a masked copy:
-    offsets only grow, so the new offset beats every earlier one.
+    offsets only grow, so the new offset beats every earlier one. The images
+    of the batch are split over the CPU's threads (minialex.kernels.threads).
 
     Returns (out, argmax), equal bit for bit to the clear version's, or None
     where they could differ and the clear version must run: a NaN (it never
     compares greater), or a -inf maximum in a padded input (padding at offset
     0 would keep it; the clear version credits the first real pixel).
-    ``window(offset)`` gives offset's strided view, one entry per output.
     NumPy only.
     """
-    out = window(0).copy()
-    argmax = np.zeros(out.shape, dtype=argmax_dtype)
-    pixels = np.empty_like(out)
-    greater = np.empty(out.shape, dtype=bool)
-    taken = np.empty(out.shape, dtype=argmax_dtype)
-    for offset in range(1, window_area):
-        np.copyto(pixels, window(offset))
-        np.greater(pixels, out, out=greater)
-        np.maximum(out, pixels, out=out)
-        np.multiply(greater, argmax_dtype(offset), out=taken)
-        np.maximum(argmax, taken, out=argmax)
+    (kh, kw), (sh, sw), (oh, ow) = kernel_size, stride, out_size
+    N, C = x_padded.shape[:2]
+    out = np.empty((N, C, oh, ow), dtype=x_padded.dtype)
+    argmax = np.empty((N, C, oh, ow), dtype=argmax_dtype)
+
+    def images(start, stop):
+        def window(offset):
+            i, j = divmod(offset, kw)
+            return x_padded[start:stop, :, _window_slice(i, sh, oh), _window_slice(j, sw, ow)]
+
+        running_max, running_argmax = out[start:stop], argmax[start:stop]
+        np.copyto(running_max, window(0))
+        running_argmax[...] = 0
+        pixels = np.empty_like(running_max)
+        greater = np.empty(running_max.shape, dtype=bool)
+        taken = np.empty(running_max.shape, dtype=argmax_dtype)
+        for offset in range(1, kh * kw):
+            np.copyto(pixels, window(offset))
+            np.greater(pixels, running_max, out=greater)
+            np.maximum(running_max, pixels, out=running_max)
+            np.multiply(greater, argmax_dtype(offset), out=taken)
+            np.maximum(running_argmax, taken, out=running_argmax)
+
+    threads.split(images, N, C * oh * ow * kh * kw)
     if np.isnan(out).any() or (padded and (out == -np.inf).any()):
         return None
     return out, argmax
