@@ -230,11 +230,10 @@ def before_after_figure(payload, name):
     ax.set_yticklabels([label for label, _, _, _ in rows], fontsize=7)
     ax.set_xlim(0, max(1.0, ratios.max()) * 1.45)
     ax.set_xlabel("time / the clear version's time (medians of alternated pairs)")
-    ax.set_title(f"CPU fast paths against their clear versions, {_batch_text(payload)}", fontsize=10)
+    ax.set_title(f"CPU fast paths against their clear versions, {_batch_text(payload)}", fontsize=10, pad=22)
     ax.grid(axis="x", color="#dddddd", lw=0.6)
     ax.set_axisbelow(True)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.5 / (0.55 * len(rows) + 1.4) - 0.12), ncol=2,
-              frameon=False)
+    ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
     figure.tight_layout(rect=(0, 0.02, 1, 1))
     _source(figure, name)
     return figure

@@ -277,7 +277,7 @@ def main(argv=None):
     info.pop("threads", None)
     print(f"machine: {info}", flush=True)
     kernels = kernel_rows(args.batch, pairs, args.kernels)
-    steps = [] if args.no_step or args.kernels else step_rows(args.batch, max(3, pairs // 2))
+    steps = [] if args.no_step or args.kernels else step_rows(args.batch, max(3, pairs))
     payload = {"suite": "switches", "machine": info, "kernels": kernels, "train_step": steps}
     report = markdown_report(info, kernels, steps)
     if not args.name:
@@ -285,7 +285,7 @@ def main(argv=None):
         return 0
     counts = {"kernels": {"pairs": pairs, "warm-up pairs": 1}}
     if steps:
-        counts["training step"] = {"pairs": max(3, pairs // 2), "warm-up pairs": 1}
+        counts["training step"] = {"pairs": max(3, pairs), "warm-up pairs": 1}
     json_path, md_path = write_results(args.name, payload, report, repeats=counts)
     print(report)
     print(f"\nwritten: {json_path} and {md_path}")

@@ -627,7 +627,7 @@ def figure_look_trained():
 
 
 def benchmark_figures():
-    """The plots of the published results in benchmarks/results/, as gpu.md shows them."""
+    """The plots of the published results in benchmarks/results/, as gpu.md and cpu_speed.md show them."""
     from benchmarks import plots  # noqa: PLC0415 - only for these figures
 
     cpu, gpu, engines = "cpu-2core-amd-epyc", "gpu-nvidia-h100-80gb-hbm3", "engines-2core-amd-epyc"
@@ -643,6 +643,9 @@ def benchmark_figures():
     save(figure, "gpu-nvidia-h100-80gb-hbm3-kernels.png")
     figure = plots.ratio_figure(plots.load(engines), engines)
     save(figure, "engines-2core-amd-epyc-ratios.png")
+    switches = "switches-2core-amd-epyc"  # shown by cpu_speed.md
+    figure = plots.before_after_figure(plots.load(switches), switches)
+    save(figure, "switches-2core-amd-epyc-fastpaths.png")
 
 
 def main(argv=None):

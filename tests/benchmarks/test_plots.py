@@ -54,12 +54,12 @@ def test_a_ratio_plot_puts_a_faster_minialex_below_the_line_at_one():
 
 
 def test_the_docs_show_the_plots_of_the_committed_results():
-    """docs/figures/ holds the same pictures as benchmarks/results/ for every plot gpu.md shows."""
-    page = (REPO / "docs" / "gpu.md").read_text(encoding="utf-8")
+    """docs/figures/ holds the same pictures as benchmarks/results/ for every plot gpu.md and cpu_speed.md show."""
+    page = "".join((REPO / "docs" / name).read_text(encoding="utf-8") for name in ("gpu.md", "cpu_speed.md"))
     shown = re.findall(r"\]\(figures/([\w.-]+\.png)\)", page)
     plotted = [name for name in shown if name.rsplit("-", 1)[0] in COMMITTED]
     assert {"cpu-2core-amd-epyc-ratios.png", "cpu-2core-amd-epyc-step.png",
-            "gpu-nvidia-h100-80gb-hbm3-kernels.png"} <= set(plotted)
+            "gpu-nvidia-h100-80gb-hbm3-kernels.png", "switches-2core-amd-epyc-fastpaths.png"} <= set(plotted)
     for name in plotted:
         assert (REPO / "docs" / "figures" / name).read_bytes() == (RESULTS / name).read_bytes(), (
             f"docs/figures/{name} differs from benchmarks/results/{name}: run python -m benchmarks.plots "
