@@ -41,6 +41,27 @@ def median_time(function, repeats, warmup=1):
     return statistics.median(times)
 
 
+def alternated_median_times(functions, repeats, warmup=1):
+    """Median wall time of each of ``functions``, run in turns: a, b, then b, a, and so on.
+
+    On a shared machine the speed drifts by tens of percent within a minute;
+    timing one framework's runs after the other's puts that drift into their
+    ratio. Taking turns (the order reversed every round) lets it reach all
+    alike. ``warmup`` untimed rounds first.
+    """
+    for _ in range(warmup):
+        for function in functions:
+            function()
+    times = [[] for _ in functions]
+    for index in range(repeats):
+        order = range(len(functions)) if index % 2 == 0 else reversed(range(len(functions)))
+        for which in order:
+            start = time.perf_counter()
+            functions[which]()
+            times[which].append(time.perf_counter() - start)
+    return [statistics.median(runs) for runs in times]
+
+
 # --------------------------------------------------------------------------- the machine
 
 
@@ -119,11 +140,17 @@ def machine_info(threads):
 
 
 def git_commit(paths=()):
-    """The checkout's commit, marked when tracked files (or those under ``paths``) have uncommitted changes."""
+    """The checkout's commit, marked when tracked files (or those under ``paths``) have uncommitted changes.
+
+    The results in benchmarks/results/ do not count: they are a run's output.
+    """
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *paths], cwd=REPO,
+        # The published results are what a run writes, not code it ran: a run right after
+        # another (e.g. the CPU suite, then benchmarks.switches) still has a clean commit.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *(paths or ["."]),
+                                ":(exclude)benchmarks/results"], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout.strip()
         return commit + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):

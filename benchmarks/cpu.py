@@ -4,7 +4,8 @@ Each minialex kernel is timed directly (the function the docs and tests show),
 forward and backward separately; PyTorch's counterpart runs the same shapes
 through torch.nn.functional with autograd, its backward timed as
 ``out.backward(grad)``. Medians of several runs after warm-up, same thread
-count for both, in one process.
+count for both, in one process, the two frameworks taking turns run by run
+(``alternated_median_times``) so that a shared machine's drift reaches both.
 """
 
 import numpy as np
@@ -13,7 +14,7 @@ import minialex as ma
 import minialex.functional as MF
 from minialex import models, optim
 
-from .common import median_time
+from .common import alternated_median_times, median_time
 from .kernels import minialex_kernel, torch_kernel
 from .layers import LAYERS, torch_alexnet
 
@@ -29,19 +30,24 @@ def kernel_benchmarks(batch, repeats, torch=None, names=None):
         if kind == "sgd":  # one update of a (4096, 9216) parameter: no batch, no backward
             x = rng.standard_normal(shape).astype(np.float32)
             ours, _ = minialex_kernel(kind, spec, x, rng, np.asarray)
-            row["minialex_forward"], row["minialex_backward"] = median_time(ours, repeats), None
-            row["torch_forward"] = median_time(torch_kernel(torch, kind, spec, x, rng)[0], repeats) if torch else None
-            row["torch_backward"] = None
+            if torch is not None:
+                row["minialex_forward"], row["torch_forward"] = alternated_median_times(
+                    [ours, torch_kernel(torch, kind, spec, x, rng)[0]], repeats)
+            else:
+                row["minialex_forward"], row["torch_forward"] = median_time(ours, repeats), None
+            row["minialex_backward"] = row["torch_backward"] = None
         else:
             x = rng.standard_normal((batch, *shape)).astype(np.float32)
             forward, backward = minialex_kernel(kind, spec, x, rng, np.asarray)
-            row["minialex_forward"] = median_time(forward, repeats)
-            row["minialex_backward"] = median_time(backward, repeats)
             if torch is not None:
-                forward, backward = torch_kernel(torch, kind, spec, x, rng)
-                row["torch_forward"] = median_time(forward, repeats)
-                row["torch_backward"] = median_time(backward, repeats)
+                torch_forward, torch_backward = torch_kernel(torch, kind, spec, x, rng)
+                row["minialex_forward"], row["torch_forward"] = alternated_median_times(
+                    [forward, torch_forward], repeats)
+                row["minialex_backward"], row["torch_backward"] = alternated_median_times(
+                    [backward, torch_backward], repeats)
             else:
+                row["minialex_forward"] = median_time(forward, repeats)
+                row["minialex_backward"] = median_time(backward, repeats)
                 row["torch_forward"] = row["torch_backward"] = None
         rows.append(row)
     return rows
@@ -86,7 +92,10 @@ def torch_train_step(torch, batch, seed=0, device="cpu"):
 def train_step_benchmarks(batches, repeats, torch=None):
     rows = []
     for batch in batches:
-        row = {"batch": batch, "minialex": median_time(minialex_train_step(batch), repeats, warmup=2)}
-        row["torch"] = median_time(torch_train_step(torch, batch), repeats, warmup=2) if torch else None
-        rows.append(row)
+        if torch is not None:
+            ours, theirs = alternated_median_times([minialex_train_step(batch), torch_train_step(torch, batch)],
+                                                   repeats, warmup=2)
+        else:
+            ours, theirs = median_time(minialex_train_step(batch), repeats, warmup=2), None
+        rows.append({"batch": batch, "minialex": ours, "torch": theirs})
     return rows

@@ -27,8 +27,8 @@ Beside them sit the CPU speed-ups: reused buffers for the columns and for
 dcol (the same numbers in other memory); ``_im2col_from_phases``, which
 im2col runs for a strided convolution on NumPy arrays unless called with
 ``phases_on_cpu=False``; and ``_input_grad_wide``, which conv2d_backward runs
-for a stride-1 convolution on NumPy arrays unless called with
-``wide_rows_on_cpu=False``. CuPy arrays go to the CUDA kernels of
+for a stride-1 convolution on NumPy arrays when called with
+``wide_rows_on_cpu=True`` (no longer faster once col2im uses every core). CuPy arrays go to the CUDA kernels of
 ``minialex.kernels.cuda.conv`` (switched by ``use_fast_paths``).
 """
 
@@ -385,7 +385,7 @@ def conv2d_forward(x, weight, bias, stride, padding, groups):
     return out, cache
 
 
-def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True, wide_rows_on_cpu=True):
+def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True, wide_rows_on_cpu=False):
     """Gradients of conv2d_forward.
 
     dout (N, O, oh, ow) -> dx (N, C, H, W) or None, dweight (O, C/G, kh, kw), dbias (O,) or None
@@ -402,7 +402,11 @@ def conv2d_backward(dout, cache, need_input_grad=True, need_bias_grad=True, wide
     ``wide_rows_on_cpu``: for a stride-1 convolution on NumPy arrays, compute
     dx with ``_input_grad_wide``, the CPU speed-up beside the two clear lines
     below (the same dx up to float round-off: the BLAS may sum a wider GEMM's
-    products in another order); False always runs dcol and col2im.
+    products in another order); False (the default) always runs dcol and
+    col2im. It was the faster path while col2im ran on one core; with
+    col2im's images split over the cores, the paired measurements of
+    benchmarks.switches put it at 1.00-1.08 of the clear path's time, so
+    it is off unless asked for.
     """
     xp = get_array_module(dout)
     col = cache["col"]

@@ -48,13 +48,13 @@ def test_paired_times_alternate_the_order():
 def test_a_named_run_publishes_what_render_and_plots_make_again(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     monkeypatch.setattr(switches, "step_rows", lambda batch, pairs: [
-        {"switch": "all of them", "batch": batch, "before": 1.0, "after": 0.9, "ratio": 0.9, "pairs": pairs}])
+        {"switch": "all on by default", "batch": batch, "before": 1.0, "after": 0.9, "ratio": 0.9, "pairs": pairs}])
     assert switches.main(["--batch", "1", "--pairs", "1", "--name", "switches-test"]) == 0
     payload = json.loads((tmp_path / "switches-test.json").read_text())
     assert payload["suite"] == "switches" and payload["provenance"]["commit"]
     assert payload["provenance"]["repeats"]["kernels"] == {"pairs": 1, "warm-up pairs": 1}
     assert render.render_markdown(payload) == (tmp_path / "switches-test.md").read_text()
-    assert "| all of them | 1 | 1000.0 | 900.0 | 0.90 |" in (tmp_path / "switches-test.md").read_text()
+    assert "| all on by default | 1 | 1000.0 | 900.0 | 0.90 |" in (tmp_path / "switches-test.md").read_text()
     pytest.importorskip("matplotlib")
     from benchmarks import plots
 
@@ -76,3 +76,23 @@ def test_bad_counts_are_refused(argument, capsys):
     with pytest.raises(SystemExit):
         switches.main(argument)
     assert "must be a positive int" in capsys.readouterr().err
+
+
+def test_a_results_file_is_not_uncommitted_code(tmp_path, monkeypatch):
+    """The provenance marks a run whose code has uncommitted changes, but not one after another run's results."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "cpu-x.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first")
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    (tmp_path / "benchmarks" / "results" / "cpu-x.json").write_text('{"new": 1}\n')
+    assert "uncommitted" not in common.git_commit()
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert common.git_commit().endswith("(with uncommitted changes)")

@@ -414,7 +414,7 @@ def test_wide_input_gradient_equals_dcol_then_col2im(problem, dtype, seed):
     weight = rng.standard_normal(w_shape).astype(dtype)
     out, cache = conv2d_forward(x, weight, None, (1, 1), padding, groups)
     dout = rng.standard_normal(out.shape).astype(dtype)
-    dx_fast, dweight_fast, _ = conv2d_backward(dout, cache)
+    dx_fast, dweight_fast, _ = conv2d_backward(dout, cache, wide_rows_on_cpu=True)
     dx_clear, dweight_clear, _ = conv2d_backward(dout, cache, wide_rows_on_cpu=False)
     assert dx_fast.shape == x_shape and dx_fast.dtype == dtype and dx_fast.flags.c_contiguous
     # Each path's dx is a sum of O/groups*kh*kw products, within (n + 2) * eps * (sum of |terms|)
@@ -430,7 +430,7 @@ def test_wide_input_gradient_equals_dcol_then_col2im(problem, dtype, seed):
     np.testing.assert_array_equal(dweight_fast, dweight_clear)
 
 
-def test_wide_input_gradient_runs_for_stride_1_by_default_and_only_wide_rows_on_cpu_switches_it_off(monkeypatch):
+def test_wide_input_gradient_runs_only_when_asked_and_only_for_stride_1(monkeypatch):
     from minialex.kernels import cuda as fast_paths
 
     rng = np.random.default_rng(9)
@@ -440,15 +440,16 @@ def test_wide_input_gradient_runs_for_stride_1_by_default_and_only_wide_rows_on_
     weight = rng.standard_normal((4, 3, 3, 3))
     _, cache = conv2d_forward(rng.standard_normal((2, 3, 7, 7)), weight, None, 1, 1, 1)
     dout = rng.standard_normal((2, 4, 7, 7))
-    conv2d_backward(dout, cache)
+    conv2d_backward(dout, cache)  # off by default: no longer faster than the clear path
+    assert calls == []
+    conv2d_backward(dout, cache, wide_rows_on_cpu=True)
     assert calls == ["wide"]
     with fast_paths.use_fast_paths(False):  # the CUDA switch: no say over a CPU speed-up
-        conv2d_backward(dout, cache)
+        conv2d_backward(dout, cache, wide_rows_on_cpu=True)
     assert calls == ["wide", "wide"]
-    conv2d_backward(dout, cache, wide_rows_on_cpu=False)
-    conv2d_backward(dout, cache, need_input_grad=False)
+    conv2d_backward(dout, cache, need_input_grad=False, wide_rows_on_cpu=True)
     _, strided_cache = conv2d_forward(rng.standard_normal((2, 3, 7, 7)), weight, None, 2, 1, 1)
-    conv2d_backward(rng.standard_normal((2, 4, 4, 4)), strided_cache)  # stride 2: always the clear path
+    conv2d_backward(rng.standard_normal((2, 4, 4, 4)), strided_cache, wide_rows_on_cpu=True)  # stride 2: clear
     assert calls == ["wide", "wide"]
 
 
