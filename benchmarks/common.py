@@ -41,20 +41,19 @@ def median_time(function, repeats, warmup=1):
     return statistics.median(times)
 
 
-SETTLE_SECONDS = 0.2
-
-
-def alternated_median_times(functions, repeats, warmup=1, settle=SETTLE_SECONDS):
+def alternated_median_times(functions, repeats, warmup=1, rewarm=True):
     """Median wall time of each of ``functions``, run in turns: a, b, then b, a, and so on.
 
     On a shared machine the speed drifts by tens of percent within a minute;
     timing one framework's runs after the other's puts that drift into their
     ratio. Taking turns (the order reversed every round) lets it reach all
     alike. But a run right after the other framework's can be slowed by what
-    that one left running (threads that spin while they wait for more work:
-    a PyTorch ReLU measured 9.1 ms right after minialex's and 3.7 ms after a
-    pause), so every timed run starts after ``settle`` idle seconds.
-    ``warmup`` untimed rounds first.
+    that one left behind (its threads still spinning, waiting for work: a
+    PyTorch ReLU measured 9.1 ms right after minialex's, 3.7 ms after a
+    pause), and after an idle pause the first call pays for waking threads
+    up. So with ``rewarm`` each timed run comes right after an untimed run of
+    the same function: warm, as in a loop of its own. ``warmup`` untimed
+    rounds first.
     """
     for _ in range(warmup):
         for function in functions:
@@ -63,7 +62,8 @@ def alternated_median_times(functions, repeats, warmup=1, settle=SETTLE_SECONDS)
     for index in range(repeats):
         order = range(len(functions)) if index % 2 == 0 else reversed(range(len(functions)))
         for which in order:
-            time.sleep(settle)
+            if rewarm:
+                functions[which]()
             start = time.perf_counter()
             functions[which]()
             times[which].append(time.perf_counter() - start)

@@ -4,7 +4,7 @@ Each minialex kernel is timed directly (the function the docs and tests show),
 forward and backward separately; PyTorch's counterpart runs the same shapes
 through torch.nn.functional with autograd, its backward timed as
 ``out.backward(grad)``. Medians of several runs after warm-up, same thread
-count for both, in one process, the two frameworks taking turns run by run
+count for both, in one process, the two frameworks taking turns
 (``alternated_median_times``) so that a shared machine's drift reaches both.
 """
 
@@ -93,8 +93,9 @@ def train_step_benchmarks(batches, repeats, torch=None):
     rows = []
     for batch in batches:
         if torch is not None:
+            # A step lasts seconds: what the other framework left running costs little of it.
             ours, theirs = alternated_median_times([minialex_train_step(batch), torch_train_step(torch, batch)],
-                                                   repeats, warmup=2)
+                                                   repeats, warmup=2, rewarm=False)
         else:
             ours, theirs = median_time(minialex_train_step(batch), repeats, warmup=2), None
         rows.append({"batch": batch, "minialex": ours, "torch": theirs})

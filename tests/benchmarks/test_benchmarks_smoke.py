@@ -105,3 +105,16 @@ def test_the_distributed_benchmark_runs_in_two_ranks_and_writes_nothing_without_
     assert "| 2 ranks, 1 BLAS thread each |" in report
     assert "60,965,224 float32 numbers" in report
     assert list(tmp_path.iterdir()) == []
+
+
+def test_alternated_timing_takes_turns_and_rewarms_before_each_timed_run():
+    from benchmarks.common import alternated_median_times
+
+    calls = []
+    medians = alternated_median_times([lambda: calls.append("a"), lambda: calls.append("b")], repeats=2, warmup=1)
+    # warm-up round, then round 1 (a, b) and round 2 reversed (b, a), each timed run after an untimed one
+    assert "".join(calls) == "ab" + "aabb" + "bbaa"
+    assert len(medians) == 2 and all(m >= 0 for m in medians)
+    calls.clear()
+    alternated_median_times([lambda: calls.append("a"), lambda: calls.append("b")], repeats=2, warmup=0, rewarm=False)
+    assert "".join(calls) == "abba"
