@@ -86,6 +86,16 @@ def _mark_inside():
     _inside.active = True
 
 
+def _forget_pool_after_fork():
+    # A forked child has only the thread that forked: the pool's threads are
+    # not there, and work queued for them would never run. It starts a new pool.
+    _state["executor"] = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def pieces(total, elements_per_item):
     """How many ranges ``split`` cuts ``total`` items into: at most one per thread, each worth the hand-off."""
     threads = get_num_threads()

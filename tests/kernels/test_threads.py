@@ -1,6 +1,8 @@
 """The kernels' CPU work split over threads: the ranges, the switch, and the same results bit for bit."""
 
 import os
+import select
+import signal
 import subprocess
 import sys
 import threading
@@ -98,6 +100,30 @@ def test_num_threads_restores_the_setting_even_after_an_error():
         assert threads.get_num_threads() == 1
         raise RuntimeError
     assert threads.get_num_threads() == before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_splits_on_a_pool_of_its_own():
+    """A child forked after the pool started has none of its threads: it must not queue work for them."""
+    with threads.num_threads(2):
+        threads.split(lambda a, b: None, 2, elements_per_item=threads.MIN_ELEMENTS_PER_THREAD)  # the pool starts
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child: split again, report, leave without running pytest's teardown
+            try:
+                done = []
+                threads.split(lambda a, b: done.append((a, b)), 2, elements_per_item=threads.MIN_ELEMENTS_PER_THREAD)
+                os.write(write, repr(sorted(done)).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        ready, _, _ = select.select([read], [], [], 60)
+        if not ready:  # the child hangs on work queued for threads it does not have
+            os.kill(child, signal.SIGKILL)
+        reported = os.read(read, 100).decode() if ready else "no answer"
+        os.close(read)
+        os.waitpid(child, 0)
+    assert reported == "[(0, 1), (1, 2)]"
 
 
 # --------------------------------------------------------------------------- the kernels: same bits with any split
