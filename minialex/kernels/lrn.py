@@ -67,11 +67,6 @@ class LRNCache(NamedTuple):
     wide: object = None
 
 
-def _copy_into(out, a):
-    out[...] = a
-    return out
-
-
 def _channel_window_sum(a, before, after, out=None):
     """sum_{j = c - before}^{c + after} a[:, j], zero outside 0..C-1, for every channel c.
 
@@ -82,7 +77,11 @@ def _channel_window_sum(a, before, after, out=None):
     ``out``: where to build the sum (a's shape), else a new array.
     """
     channels = a.shape[1]
-    window_sum = a.copy() if out is None else _copy_into(out, a)
+    if out is None:
+        window_sum = a.copy()
+    else:
+        window_sum = out
+        window_sum[...] = a
     for shift in range(1, min(before, channels - 1) + 1):
         window_sum[:, shift:] += a[:, : channels - shift]
     for shift in range(1, min(after, channels - 1) + 1):
