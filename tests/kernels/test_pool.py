@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minialex.backend import cuda_available
-from minialex.kernels import pool
+from minialex.kernels import pool, threads
 from minialex.kernels.pool import max_pool2d_backward, max_pool2d_forward, pool_output_size
 
 # --------------------------------------------------------------------------- references
@@ -300,6 +300,27 @@ def test_cpu_scatter_backward_equals_the_clear_loop_bit_for_bit(problem, dtype):
     clear = max_pool2d_backward(dout, cache, scatter_on_cpu=False)
     assert fast.dtype == clear.dtype == dtype and fast.shape == clear.shape == shape
     assert fast.flags.c_contiguous and clear.flags.c_contiguous
+    np.testing.assert_array_equal(fast, clear)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pool_problems(), st.integers(1, 40), st.integers(1, 3))
+def test_cpu_scatter_backward_in_any_chunks_on_any_threads_equals_the_clear_loop(problem, chunk, count):
+    """The scatter's chunks of planes and its split over threads change neither the sums nor their order."""
+    shape, kernel, stride, padding, seed = problem
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-3, 4, size=(shape[0] * 2, shape[1] * 2) + shape[2:]).astype(np.float32)
+    out, cache = max_pool2d_forward(x, kernel, stride, padding)
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    clear = max_pool2d_backward(dout, cache, scatter_on_cpu=False)
+    kept = pool.SCATTER_CHUNK, threads.MIN_ELEMENTS_PER_THREAD
+    pool.SCATTER_CHUNK, threads.MIN_ELEMENTS_PER_THREAD = chunk, 1  # tiny chunks, and every plane worth a thread
+    try:
+        with threads.num_threads(count):
+            fast = pool._max_pool2d_backward_scatter(dout, cache)
+    finally:
+        pool.SCATTER_CHUNK, threads.MIN_ELEMENTS_PER_THREAD = kept
+    assert fast.dtype == clear.dtype and fast.shape == clear.shape and fast.flags.c_contiguous
     np.testing.assert_array_equal(fast, clear)
 
 

@@ -169,6 +169,7 @@ def test_elementwise_kernels_give_the_same_bits_on_any_number_of_threads(n, c, h
     one, many = _both(pool.max_pool2d_forward, x, 3, 2, 1)
     _assert_same(one[0], many[0])
     _assert_same(one[1].argmax, many[1].argmax)
+    _assert_same(*_both(pool.max_pool2d_backward, rng.standard_normal(one[0].shape).astype(dtype), one[1]))
 
 
 @settings(max_examples=25, deadline=None)
