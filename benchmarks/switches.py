@@ -3,8 +3,10 @@
 Each fast path in ``minialex.kernels`` sits behind a switch named for what it
 does (``phases_on_cpu``, ``one_pass_on_cpu``, ``scatter_on_cpu``,
 ``wide_rows_on_cpu``, ``in_chunks_on_cpu``, the column reuse of
-``release_columns``, and ``threads``: the elementwise work split over the
-cores, or not, ``minialex.kernels.threads.set_num_threads``). This script times the kernels each one touches, on the paper AlexNet's shapes,
+``release_columns``, ``keep freed memory``: large freed arrays kept in the
+process, ``minialex.kernels.memory``, and ``threads``: the elementwise work
+split over the cores, or not, ``minialex.kernels.threads.set_num_threads``).
+This script times the kernels each one touches, on the paper AlexNet's shapes,
 with the switch off (the clear version: "before") and on (the fast path:
 "after"), and then the whole training step with each switch off in turn and
 with all those on by default off. The two settings run in alternated pairs (off-on,
@@ -26,7 +28,7 @@ import time
 
 import numpy as np
 
-from minialex.kernels import conv, lrn, pool, sgd, threads
+from minialex.kernels import conv, lrn, memory, pool, sgd, threads
 from minialex.optim import sgd as sgd_optimizer
 
 from .common import format_ratio, machine_info, milliseconds, report_unpublished, write_results
@@ -43,6 +45,8 @@ SWITCHES = {
     "wide_rows_on_cpu": "conv input gradient, stride 1: the dcol GEMM on rows widened to the padded width "
                         "(off by default: measured no faster)",
     "in_chunks_on_cpu": "SGD: the update in chunks of 32,768 elements that stay in cache",
+    "keep freed memory": "large freed arrays stay in the process for the next step (glibc's malloc thresholds, "
+                         "minialex.kernels.memory) instead of going back to the OS and being faulted in again",
     "threads": "the batch's elementwise work (copies, LRN, pooling, ReLU) split over the cores, "
                "instead of one thread",
 }
@@ -62,6 +66,14 @@ def switched(name, on):
             yield
         finally:
             threads.set_num_threads(kept)
+        return
+    if name == "keep freed memory":
+        kept = memory.keeping_freed_memory()
+        memory.keep_freed_memory(on)
+        try:
+            yield
+        finally:
+            memory.keep_freed_memory(kept)
         return
     if name == "column reuse":
         kept = conv.MAX_FREE_COLUMNS
@@ -152,6 +164,7 @@ def kernel_cases(batch, rng):
             cases.append(("one_pass_on_cpu", name, "forward", _pool_case(x, rng, "forward")))
             cases.append(("scatter_on_cpu", name, "backward", _pool_case(x, rng, "backward")))
     cases.append(("in_chunks_on_cpu", "sgd_fc6", "update", _sgd_case(rng)))
+    cases += _memory_cases(batch, rng)
     cases += _threads_cases(batch, rng)
     return cases
 
@@ -173,6 +186,21 @@ def _threads_cases(batch, rng):
     backward = _conv_case(spec, conv2, rng, "backward")
     cases.append(("threads", "conv2", "forward", _on_threads(lambda: forward(True))))
     cases.append(("threads", "conv2", "backward", _on_threads(lambda: backward(True))))
+    return cases
+
+
+def _memory_cases(batch, rng):
+    """conv5's forward with fresh columns each time (no column reuse) and its backward, freed memory kept or not."""
+    shape, spec = {name: (shape, spec) for name, _, shape, spec in LAYERS}["conv5"]
+    x = rng.standard_normal((batch, *shape)).astype(np.float32)
+    forward = _conv_case(spec, x, rng, "forward")
+    backward = _conv_case(spec, x, rng, "backward")
+    cases = []
+    for part, work in (("forward", lambda: forward(False)), ("backward", lambda: backward(False))):
+        def run(on, work=work):
+            with switched("keep freed memory", on):
+                work()
+        cases.append(("keep freed memory", "conv5", part, run))
     return cases
 
 

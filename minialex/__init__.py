@@ -19,6 +19,13 @@ if "numpy" not in _sys.modules:
 
 import numpy as _np  # noqa: E402 - after the OpenBLAS setting
 
+from .kernels import memory as _memory  # noqa: E402
+
+# Large arrays freed by one training step are reused by the next instead of
+# going back to the OS and being faulted in again (minialex.kernels.memory);
+# MINIALEX_KEEP_FREED_MEMORY=0 turns this off.
+_memory.keep_freed_memory_unless_disabled()
+
 from . import amp, cuda, functional, nn, profiler, viz  # viz imports matplotlib only when it draws
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled, tensor
 from .backend import manual_seed
