@@ -58,7 +58,7 @@ def report(payload):
     if suite == "switches":
         from . import switches  # noqa: PLC0415
 
-        return switches.markdown_report(info, payload["kernels"], payload["train_step"])
+        return switches.markdown_report(info, payload["kernels"], payload["train_step"], payload.get("switches"))
     from . import distributed  # noqa: PLC0415
 
     throughput = {layout: distributed.median_run(runs) for layout, runs in payload["throughput"].items()}

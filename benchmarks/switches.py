@@ -2,11 +2,9 @@
 
 Each fast path in ``minialex.kernels`` sits behind a switch named for what it
 does (``phases_on_cpu``, ``one_pass_on_cpu``, ``scatter_on_cpu``,
-``wide_rows_on_cpu``, ``in_chunks_on_cpu``, the column reuse of
-``release_columns``, ``keep freed memory``: large freed arrays kept in the
-process, ``minialex.kernels.memory``, and ``threads``: the elementwise work
-split over the cores, or not, ``minialex.kernels.threads.set_num_threads``).
-This script times the kernels each one touches, on the paper AlexNet's shapes,
+``wide_rows_on_cpu``, ``batch_innermost_on_cpu``, ``in_chunks_on_cpu``, the column reuse of
+``release_columns``, and ``threads``: the elementwise work split over the
+cores, or not, ``minialex.kernels.threads.set_num_threads``). This script times the kernels each one touches, on the paper AlexNet's shapes,
 with the switch off (the clear version: "before") and on (the fast path:
 "after"), and then the whole training step with each switch off in turn and
 with all those on by default off. The two settings run in alternated pairs (off-on,
@@ -28,7 +26,7 @@ import time
 
 import numpy as np
 
-from minialex.kernels import conv, lrn, memory, pool, sgd, threads
+from minialex.kernels import conv, lrn, pool, sgd, threads
 from minialex.optim import sgd as sgd_optimizer
 
 from .common import format_ratio, machine_info, milliseconds, report_unpublished, write_results
@@ -44,9 +42,9 @@ SWITCHES = {
     "scatter_on_cpu": "max-pool backward: one np.add.at instead of a masked slice-add per offset",
     "wide_rows_on_cpu": "conv input gradient, stride 1: the dcol GEMM on rows widened to the padded width "
                         "(off by default: measured no faster)",
+    "batch_innermost_on_cpu": "conv input gradient: dcol's columns ordered (y, x, n), the batch innermost, so "
+                              "col2im adds runs of ow*N values instead of rows of ow",
     "in_chunks_on_cpu": "SGD: the update in chunks of 32,768 elements that stay in cache",
-    "keep freed memory": "large freed arrays stay in the process for the next step (glibc's malloc thresholds, "
-                         "minialex.kernels.memory) instead of going back to the OS and being faulted in again",
     "threads": "the batch's elementwise work (copies, LRN, pooling, ReLU) split over the cores, "
                "instead of one thread",
 }
@@ -67,14 +65,6 @@ def switched(name, on):
         finally:
             threads.set_num_threads(kept)
         return
-    if name == "keep freed memory":
-        kept = memory.keeping_freed_memory()
-        memory.keep_freed_memory(on)
-        try:
-            yield
-        finally:
-            memory.keep_freed_memory(kept)
-        return
     if name == "column reuse":
         kept = conv.MAX_FREE_COLUMNS
         conv.MAX_FREE_COLUMNS = kept if on else 0  # release_columns then keeps nothing
@@ -88,6 +78,7 @@ def switched(name, on):
                         "one_pass_on_cpu": (pool, "max_pool2d_forward"),
                         "scatter_on_cpu": (pool, "max_pool2d_backward"),
                         "wide_rows_on_cpu": (conv, "conv2d_backward"),
+                        "batch_innermost_on_cpu": (conv, "conv2d_backward"),
                         "in_chunks_on_cpu": (sgd_optimizer, "sgd_update")}[name]
     original = getattr(module, function)
     setattr(module, function, functools.partial(original, **{name: on}))
@@ -101,7 +92,7 @@ def switched(name, on):
 
 
 def _conv_case(spec, x, rng, part):
-    """run(on) for one conv layer's forward (column reuse, or phases) or backward (wide rows)."""
+    """run(on) for one conv layer's forward (column reuse, or phases) or backward (wide rows, batch innermost)."""
     weight = (rng.standard_normal((spec["out"], x.shape[1] // spec["groups"], spec["k"], spec["k"])) * 0.01
               ).astype(np.float32)
     bias = np.zeros(spec["out"], np.float32)
@@ -126,6 +117,8 @@ def _conv_case(spec, x, rng, part):
                 conv.release_columns(state["cache"])
                 forward()
         return run
+    if part == "innermost":
+        return lambda on: conv.conv2d_backward(dout, state["cache"], batch_innermost_on_cpu=on)
     return lambda on: conv.conv2d_backward(dout, state["cache"], wide_rows_on_cpu=on)
 
 
@@ -160,11 +153,12 @@ def kernel_cases(batch, rng):
             cases.append(("column reuse", name, "forward", _conv_case(spec, x, rng, "forward")))
         if kind == "conv" and name in ("conv2", "conv5"):  # stride 1: 5x5 on 27x27 and 3x3 on 13x13
             cases.append(("wide_rows_on_cpu", name, "backward", _conv_case(spec, x, rng, "backward")))
+        if kind == "conv" and name != "conv1":  # conv1 needs no input gradient
+            cases.append(("batch_innermost_on_cpu", name, "backward", _conv_case(spec, x, rng, "innermost")))
         if kind == "pool":
             cases.append(("one_pass_on_cpu", name, "forward", _pool_case(x, rng, "forward")))
             cases.append(("scatter_on_cpu", name, "backward", _pool_case(x, rng, "backward")))
     cases.append(("in_chunks_on_cpu", "sgd_fc6", "update", _sgd_case(rng)))
-    cases += _memory_cases(batch, rng)
     cases += _threads_cases(batch, rng)
     return cases
 
@@ -185,22 +179,7 @@ def _threads_cases(batch, rng):
     forward = _conv_case(spec, conv2, rng, "forward")
     backward = _conv_case(spec, conv2, rng, "backward")
     cases.append(("threads", "conv2", "forward", _on_threads(lambda: forward(True))))
-    cases.append(("threads", "conv2", "backward", _on_threads(lambda: backward(True))))
-    return cases
-
-
-def _memory_cases(batch, rng):
-    """conv5's forward with fresh columns each time (no column reuse) and its backward, freed memory kept or not."""
-    shape, spec = {name: (shape, spec) for name, _, shape, spec in LAYERS}["conv5"]
-    x = rng.standard_normal((batch, *shape)).astype(np.float32)
-    forward = _conv_case(spec, x, rng, "forward")
-    backward = _conv_case(spec, x, rng, "backward")
-    cases = []
-    for part, work in (("forward", lambda: forward(False)), ("backward", lambda: backward(False))):
-        def run(on, work=work):
-            with switched("keep freed memory", on):
-                work()
-        cases.append(("keep freed memory", "conv5", part, run))
+    cases.append(("threads", "conv2", "backward", _on_threads(lambda: backward(False))))  # the default backward
     return cases
 
 
@@ -261,7 +240,8 @@ def step_rows(batch, pairs):
     return rows
 
 
-def markdown_report(info, kernels, steps):
+def markdown_report(info, kernels, steps, descriptions=None):
+    """The results as Markdown; ``descriptions``: the switches as described when measured (default SWITCHES)."""
     lines = [
         "# minialex CPU fast paths against their clear versions",
         "",
@@ -274,7 +254,7 @@ def markdown_report(info, kernels, steps):
         "| switch | what it does |",
         "| --- | --- |",
     ]
-    lines += [f"| `{name}` | {what} |" for name, what in SWITCHES.items()]
+    lines += [f"| `{name}` | {what} |" for name, what in (descriptions or SWITCHES).items()]
     if kernels:
         lines += ["", "## Kernels (AlexNet paper shapes)", "",
                   "| switch | kernel | part | batch | before ms | after ms | after / before |",
@@ -313,8 +293,9 @@ def main(argv=None):
     print(f"machine: {info}", flush=True)
     kernels = kernel_rows(args.batch, pairs, args.kernels)
     steps = [] if args.no_step or args.kernels else step_rows(args.batch, max(3, pairs))
-    payload = {"suite": "switches", "machine": info, "kernels": kernels, "train_step": steps}
-    report = markdown_report(info, kernels, steps)
+    payload = {"suite": "switches", "machine": info, "switches": dict(SWITCHES), "kernels": kernels,
+               "train_step": steps}
+    report = markdown_report(info, kernels, steps, SWITCHES)
     if not args.name:
         report_unpublished(report, "python -m benchmarks.switches", example="switches-2core-amd-epyc")
         return 0

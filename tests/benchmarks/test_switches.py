@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks import common, render, switches
-from minialex.kernels import conv, memory, pool
+from minialex.kernels import conv, pool
 from minialex.optim import sgd as sgd_optimizer
 
 
@@ -25,11 +25,6 @@ def test_switched_turns_a_fast_path_off_and_on_and_restores_the_function():
     with switches.switched("column reuse", False):
         assert conv.MAX_FREE_COLUMNS == 0
     assert conv.MAX_FREE_COLUMNS == kept
-    kept = memory.keeping_freed_memory()
-    for on in (False, True):
-        with switches.switched("keep freed memory", on):
-            assert memory.keeping_freed_memory() == (on and memory._glibc_mallopt() is not None)
-        assert memory.keeping_freed_memory() == kept
     with pytest.raises(RuntimeError), switches.switched("in_chunks_on_cpu", False):
         assert sgd_optimizer.sgd_update.keywords == {"in_chunks_on_cpu": False}
         raise RuntimeError("the function comes back even when the body fails")

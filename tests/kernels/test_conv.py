@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minialex.backend import cuda_available
-from minialex.kernels import conv
+from minialex.kernels import conv, threads
 from minialex.kernels.conv import (
     col2im,
     conv2d_backward,
@@ -415,7 +415,7 @@ def test_wide_input_gradient_equals_dcol_then_col2im(problem, dtype, seed):
     out, cache = conv2d_forward(x, weight, None, (1, 1), padding, groups)
     dout = rng.standard_normal(out.shape).astype(dtype)
     dx_fast, dweight_fast, _ = conv2d_backward(dout, cache, wide_rows_on_cpu=True)
-    dx_clear, dweight_clear, _ = conv2d_backward(dout, cache, wide_rows_on_cpu=False)
+    dx_clear, dweight_clear, _ = conv2d_backward(dout, cache, wide_rows_on_cpu=False, batch_innermost_on_cpu=False)
     assert dx_fast.shape == x_shape and dx_fast.dtype == dtype and dx_fast.flags.c_contiguous
     # Each path's dx is a sum of O/groups*kh*kw products, within (n + 2) * eps * (sum of |terms|)
     # of the exact value whatever the summation order; so the two differ by at most twice that.
@@ -451,6 +451,74 @@ def test_wide_input_gradient_runs_only_when_asked_and_only_for_stride_1(monkeypa
     _, strided_cache = conv2d_forward(rng.standard_normal((2, 3, 7, 7)), weight, None, 2, 1, 1)
     conv2d_backward(rng.standard_normal((2, 4, 4, 4)), strided_cache, wide_rows_on_cpu=True)  # stride 2: clear
     assert calls == ["wide", "wide"]
+
+
+@st.composite
+def strided_problems(draw):
+    x_shape, w_shape, padding, groups = draw(stride_one_problems())
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    return x_shape, w_shape, (sh, sw), padding, groups
+
+
+def _input_gradient_bound(x, weight, dout, stride, padding, groups):
+    """How far two summation orders of dx may differ: twice (n + 2) * eps * (sum of |terms|) per entry.
+
+    Each path's dx is a sum of n = O/groups*kh*kw products, within (n + 2) * eps * (sum of |terms|)
+    of the exact value whatever the order; the sums of |terms| are the same backward in float64
+    on |x|, |weight|, |dout| (it is bilinear).
+    """
+    _, cache = conv2d_forward(np.abs(x).astype(np.float64), np.abs(weight).astype(np.float64),
+                              None, stride, padding, groups)
+    magnitude, _, _ = conv2d_backward(np.abs(dout).astype(np.float64), cache, batch_innermost_on_cpu=False)
+    longest_sum = weight.shape[0] // groups * weight.shape[2] * weight.shape[3]
+    info = np.finfo(x.dtype)
+    return 2 * (longest_sum + 2) * float(info.eps) * magnitude + float(info.smallest_subnormal)
+
+
+@settings(max_examples=60, deadline=None)
+@given(strided_problems(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1),
+       st.integers(1, 3))
+def test_batch_innermost_input_gradient_equals_dcol_then_col2im(problem, dtype, seed, count):
+    """The CPU backward with dcol's columns ordered (y, x, n): the same dx as the clear path, any stride,
+    any number of threads; dweight and dbias do not take that path and stay bit for bit the same."""
+    x_shape, w_shape, stride, padding, groups = problem
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(w_shape).astype(dtype)
+    bias = rng.standard_normal(w_shape[0]).astype(dtype)
+    out, cache = conv2d_forward(x, weight, bias, stride, padding, groups)
+    dout = rng.standard_normal(out.shape).astype(dtype)
+    kept = threads.MIN_ELEMENTS_PER_THREAD
+    threads.MIN_ELEMENTS_PER_THREAD = 1  # even these tiny channels split over the threads
+    try:
+        with threads.num_threads(count):
+            dx_fast, dweight_fast, dbias_fast = conv2d_backward(dout, cache, batch_innermost_on_cpu=True)
+    finally:
+        threads.MIN_ELEMENTS_PER_THREAD = kept
+    dx_clear, dweight_clear, dbias_clear = conv2d_backward(dout, cache, batch_innermost_on_cpu=False)
+    assert dx_fast.shape == x_shape and dx_fast.dtype == dtype and dx_fast.flags.c_contiguous
+    bound = _input_gradient_bound(x, weight, dout, stride, padding, groups)
+    assert np.all(np.abs(dx_fast.astype(np.float64) - dx_clear) <= bound)
+    np.testing.assert_array_equal(dweight_fast, dweight_clear)
+    np.testing.assert_array_equal(dbias_fast, dbias_clear)
+
+
+def test_batch_innermost_input_gradient_runs_by_default_on_numpy_unless_wide_rows_are_asked_for(monkeypatch):
+    rng = np.random.default_rng(9)
+    calls = []
+    for name in ("_input_grad_batch_innermost", "_input_grad_wide"):
+        original = getattr(conv, name)
+        monkeypatch.setattr(conv, name, lambda *a, name=name, original=original: calls.append(name) or original(*a))
+    weight = rng.standard_normal((4, 3, 3, 3))
+    _, cache = conv2d_forward(rng.standard_normal((2, 3, 7, 7)), weight, None, 1, 1, 1)
+    dout = rng.standard_normal((2, 4, 7, 7))
+    conv2d_backward(dout, cache)
+    assert calls == ["_input_grad_batch_innermost"]
+    conv2d_backward(dout, cache, batch_innermost_on_cpu=False)
+    conv2d_backward(dout, cache, need_input_grad=False)
+    assert calls == ["_input_grad_batch_innermost"]
+    conv2d_backward(dout, cache, wide_rows_on_cpu=True)
+    assert calls == ["_input_grad_batch_innermost", "_input_grad_wide"]
 
 
 # --------------------------------------------------------------------------- argument checks
