@@ -45,7 +45,7 @@ SWITCHES = {
     "batch_innermost_on_cpu": "conv input gradient: dcol's columns ordered (y, x, n), the batch innermost, so "
                               "col2im adds runs of ow*N values instead of rows of ow",
     "in_chunks_on_cpu": "SGD: the update in chunks of 32,768 elements that stay in cache",
-    "threads": "the batch's elementwise work (copies, LRN, pooling, ReLU) split over the cores, "
+    "threads": "the elementwise work (copies, col2im, LRN, pooling, ReLU, the SGD chunks) split over the cores, "
                "instead of one thread",
 }
 

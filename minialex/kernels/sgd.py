@@ -24,6 +24,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from . import cuda as fast_paths
+from . import threads
 from .cuda import sgd as cuda_sgd
 
 # Elements per chunk of the CPU speed-up: four float32 chunks (param, grad, buffer, scratch) of
@@ -94,20 +95,25 @@ def _sgd_update_in_chunks(param, grad, momentum_buffer, lr, momentum, weight_dec
     element, so running it on one slice at a time gives the same numbers bit
     for bit, while each slice stays in the cache between the passes: on fc6
     here it took 0.57 of the whole-array time. It also needs a scratch of one
-    chunk instead of one of the parameter's size.
+    chunk instead of one of the parameter's size. The chunks are split over
+    the cores (each thread with its own scratch chunk).
     """
     flat_param, flat_grad = param.reshape(-1), grad.reshape(-1)
     first_step = momentum and momentum_buffer is None
     if first_step:
         momentum_buffer = np.empty_like(param)
     flat_buffer = None if momentum_buffer is None else momentum_buffer.reshape(-1)
-    scratch = np.empty(CHUNK, dtype=param.dtype)
-    for start in range(0, flat_param.size, CHUNK):
-        part = slice(start, start + CHUNK)
-        size = len(flat_param[part])
-        buffer_part = None if flat_buffer is None or first_step else flat_buffer[part]
-        updated = sgd_update(flat_param[part], flat_grad[part], buffer_part, scratch[:size], lr, momentum,
-                             weight_decay, nesterov, in_chunks_on_cpu=False)
-        if first_step:  # the clear version made this chunk's buffer: keep it in the whole one
-            flat_buffer[part] = updated
+
+    def update(first_chunk, last_chunk):  # the chunks split over the cores (kernels.threads)
+        scratch = np.empty(CHUNK, dtype=param.dtype)
+        for start in range(first_chunk * CHUNK, min(last_chunk * CHUNK, flat_param.size), CHUNK):
+            part = slice(start, start + CHUNK)
+            size = len(flat_param[part])
+            buffer_part = None if flat_buffer is None or first_step else flat_buffer[part]
+            updated = sgd_update(flat_param[part], flat_grad[part], buffer_part, scratch[:size], lr, momentum,
+                                 weight_decay, nesterov, in_chunks_on_cpu=False)
+            if first_step:  # the clear version made this chunk's buffer: keep it in the whole one
+                flat_buffer[part] = updated
+
+    threads.split(update, -(-flat_param.size // CHUNK), 4 * CHUNK)
     return momentum_buffer

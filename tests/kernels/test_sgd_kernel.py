@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minialex.kernels import sgd as sgd_kernel
+from minialex.kernels import threads
 from minialex.kernels.sgd import sgd_update
 
 COMBINATIONS = [
@@ -101,11 +102,12 @@ def test_works_on_a_scratch_view_of_a_larger_buffer():
 @settings(max_examples=60, deadline=None)
 @given(size=st.integers(1, 60), chunk=st.integers(1, 16), momentum=st.sampled_from([0.0, 0.9]),
        weight_decay=st.sampled_from([0.0, 5e-4]), nesterov=st.booleans(), first_step=st.booleans(),
-       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1))
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**32 - 1), count=st.integers(1, 3))
 def test_the_cpu_update_in_chunks_equals_the_whole_array_update_bit_for_bit(
-        size, chunk, momentum, weight_decay, nesterov, first_step, dtype, seed):
-    """Chunk by chunk (the speed-up) or all at once (the clear version): every element sees the same
-    operations in the same order, so the parameters and buffers are identical, chunk edges included."""
+        size, chunk, momentum, weight_decay, nesterov, first_step, dtype, seed, count):
+    """Chunk by chunk (the speed-up, its chunks split over ``count`` threads) or all at once (the clear
+    version): every element sees the same operations in the same order, so the parameters and buffers
+    are identical, chunk edges included."""
     nesterov = nesterov and momentum > 0
     rng = np.random.default_rng(seed)
     param, grad, buf = (rng.standard_normal((size, 3)).astype(dtype) for _ in range(3))
@@ -115,8 +117,11 @@ def test_the_cpu_update_in_chunks_equals_the_whole_array_update_bit_for_bit(
         p, b = param.copy(), None if buf is None else buf.copy()
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(sgd_kernel, "CHUNK", chunk)
+            patch.setattr(threads, "MIN_ELEMENTS_PER_THREAD", 1)  # every chunk is worth a thread
             scratch = None if in_chunks else np.empty_like(p)
-            b = sgd_update(p, grad, b, scratch, 0.07, momentum, weight_decay, nesterov, in_chunks_on_cpu=in_chunks)
+            with threads.num_threads(count):
+                b = sgd_update(p, grad, b, scratch, 0.07, momentum, weight_decay, nesterov,
+                               in_chunks_on_cpu=in_chunks)
         results.append((p, b))
     (p_chunks, b_chunks), (p_whole, b_whole) = results
     np.testing.assert_array_equal(p_chunks, p_whole)
