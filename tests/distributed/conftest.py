@@ -50,3 +50,14 @@ def hang_watchdog(request):
     faulthandler.dump_traceback_later(HANG_TIMEOUT_S, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(scope="module")
+def mpi_process_group():
+    """One MPI process group of exactly 2 ranks for a whole test module, destroyed after it."""
+    import minialex.distributed as dist  # noqa: PLC0415
+
+    dist.init_process_group("mpi")
+    assert dist.get_world_size() == 2
+    yield
+    dist.destroy_process_group()

@@ -10,15 +10,7 @@ import minialex as ma
 import minialex.distributed as dist
 from minialex import amp, optim
 
-pytestmark = pytest.mark.mpi
-
-
-@pytest.fixture(scope="module", autouse=True)
-def process_group():
-    dist.init_process_group("mpi")
-    assert dist.get_world_size() == 2
-    yield
-    dist.destroy_process_group()
+pytestmark = [pytest.mark.mpi, pytest.mark.usefixtures("mpi_process_group")]
 
 
 def test_an_inf_gradient_on_one_rank_makes_every_rank_skip_the_step_and_back_off():

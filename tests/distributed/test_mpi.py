@@ -15,7 +15,7 @@ from minialex import nn, optim
 from minialex.data import DataLoader, DistributedSampler
 from tests.float32_round_off import assert_within_chain_round_off
 
-pytestmark = pytest.mark.mpi
+pytestmark = [pytest.mark.mpi, pytest.mark.usefixtures("mpi_process_group")]
 
 BATCH = 16
 # The longest float32 sum of the net below: a conv weight gradient over 16 images x 6x6 outputs.
@@ -25,14 +25,6 @@ LONGEST_SUM = BATCH * 6 * 6
 # softmax only select or scale; the net is small and its sums of mixed signs are short, so the
 # chain is well conditioned and its error grows about linearly with the layers.
 CHAINED_LAYERS = 3 * 8
-
-
-@pytest.fixture(scope="module", autouse=True)
-def process_group():
-    dist.init_process_group("mpi")
-    assert dist.get_world_size() == 2
-    yield
-    dist.destroy_process_group()
 
 
 def small_net(seed):
