@@ -39,7 +39,8 @@ SWITCHES = {
     "phases_on_cpu": "im2col with a stride above 1: split the image into its stride phases first, so every "
                      "offset copies contiguous rows",
     "one_pass_on_cpu": "max-pool forward: running maximum and argmax in one pass per window offset",
-    "scatter_on_cpu": "max-pool backward: one np.add.at instead of a masked slice-add per offset",
+    "scatter_on_cpu": "max-pool backward: np.add.at in cache-sized chunks of planes instead of a masked "
+                      "slice-add per offset",
     "wide_rows_on_cpu": "conv input gradient, stride 1: the dcol GEMM on rows widened to the padded width "
                         "(off by default: measured no faster)",
     "batch_innermost_on_cpu": "conv input gradient: dcol's columns ordered (y, x, n), the batch innermost, so "
