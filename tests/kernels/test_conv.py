@@ -477,10 +477,11 @@ def _input_gradient_bound(x, weight, dout, stride, padding, groups):
 
 @settings(max_examples=60, deadline=None)
 @given(strided_problems(), st.sampled_from([np.float32, np.float64]), st.integers(0, 2**32 - 1),
-       st.integers(1, 3))
-def test_batch_innermost_input_gradient_equals_dcol_then_col2im(problem, dtype, seed, count):
+       st.integers(1, 3), st.integers(1, 4096))
+def test_batch_innermost_input_gradient_equals_dcol_then_col2im(problem, dtype, seed, count, block_bytes):
     """The CPU backward with dcol's columns ordered (y, x, n): the same dx as the clear path, any stride,
-    any number of threads; dweight and dbias do not take that path and stay bit for bit the same."""
+    any number of threads, any block of channels; dweight and dbias do not take that path and stay
+    bit for bit the same."""
     x_shape, w_shape, stride, padding, groups = problem
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -488,13 +489,14 @@ def test_batch_innermost_input_gradient_equals_dcol_then_col2im(problem, dtype, 
     bias = rng.standard_normal(w_shape[0]).astype(dtype)
     out, cache = conv2d_forward(x, weight, bias, stride, padding, groups)
     dout = rng.standard_normal(out.shape).astype(dtype)
-    kept = threads.MIN_ELEMENTS_PER_THREAD
-    threads.MIN_ELEMENTS_PER_THREAD = 1  # even these tiny channels split over the threads
+    kept = threads.MIN_ELEMENTS_PER_THREAD, conv.ACCUMULATOR_BLOCK_BYTES
+    # Even these tiny channels split over the threads, in blocks from one channel to all.
+    threads.MIN_ELEMENTS_PER_THREAD, conv.ACCUMULATOR_BLOCK_BYTES = 1, block_bytes
     try:
         with threads.num_threads(count):
             dx_fast, dweight_fast, dbias_fast = conv2d_backward(dout, cache, batch_innermost_on_cpu=True)
     finally:
-        threads.MIN_ELEMENTS_PER_THREAD = kept
+        threads.MIN_ELEMENTS_PER_THREAD, conv.ACCUMULATOR_BLOCK_BYTES = kept
     dx_clear, dweight_clear, dbias_clear = conv2d_backward(dout, cache, batch_innermost_on_cpu=False)
     assert dx_fast.shape == x_shape and dx_fast.dtype == dtype and dx_fast.flags.c_contiguous
     bound = _input_gradient_bound(x, weight, dout, stride, padding, groups)
