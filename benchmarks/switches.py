@@ -143,45 +143,55 @@ def _sgd_case(rng):
     return run
 
 
-def kernel_cases(batch, rng):
-    """[(switch, kernel, part, run(on))] on the paper AlexNet's shapes at ``batch``."""
-    cases = []
+def kernel_cases(batch, rng, names=None):
+    """Yield (switch, kernel, part, run(on)) on the paper AlexNet's shapes at ``batch``, only for ``names``.
+
+    One case at a time, each built when it is reached: a case's arrays go
+    once the caller has timed it (at batch 64, all of them at once would not
+    fit in 24 GiB).
+    """
+    def wanted(kernel):
+        return not names or kernel in names
+
     for name, kind, shape, spec in LAYERS:
+        if not wanted(name):
+            continue
         x = rng.standard_normal((batch, *shape)).astype(np.float32)
         if kind == "conv" and spec["stride"] > 1:  # conv1, stride 4
-            cases.append(("phases_on_cpu", name, "forward", _conv_case(spec, x, rng, "phases")))
+            yield "phases_on_cpu", name, "forward", _conv_case(spec, x, rng, "phases")
         if kind == "conv" and name == "conv2":
-            cases.append(("column reuse", name, "forward", _conv_case(spec, x, rng, "forward")))
+            yield "column reuse", name, "forward", _conv_case(spec, x, rng, "forward")
         if kind == "conv" and name in ("conv2", "conv5"):  # stride 1: 5x5 on 27x27 and 3x3 on 13x13
-            cases.append(("wide_rows_on_cpu", name, "backward", _conv_case(spec, x, rng, "backward")))
+            yield "wide_rows_on_cpu", name, "backward", _conv_case(spec, x, rng, "backward")
         if kind == "conv" and name != "conv1":  # conv1 needs no input gradient
-            cases.append(("batch_innermost_on_cpu", name, "backward", _conv_case(spec, x, rng, "innermost")))
+            yield "batch_innermost_on_cpu", name, "backward", _conv_case(spec, x, rng, "innermost")
         if kind == "pool":
-            cases.append(("one_pass_on_cpu", name, "forward", _pool_case(x, rng, "forward")))
-            cases.append(("scatter_on_cpu", name, "backward", _pool_case(x, rng, "backward")))
-    cases.append(("in_chunks_on_cpu", "sgd_fc6", "update", _sgd_case(rng)))
-    cases += _threads_cases(batch, rng)
-    return cases
+            yield "one_pass_on_cpu", name, "forward", _pool_case(x, rng, "forward")
+            yield "scatter_on_cpu", name, "backward", _pool_case(x, rng, "backward")
+    if wanted("sgd_fc6"):
+        yield "in_chunks_on_cpu", "sgd_fc6", "update", _sgd_case(rng)
+    yield from _threads_cases(batch, rng, wanted)
 
 
-def _threads_cases(batch, rng):
+def _threads_cases(batch, rng, wanted):
     """LRN1, pool1 and conv2 (whose GEMMs the BLAS spreads over the cores anyway) on one thread and on all."""
-    cases = []
     specs = {name: (shape, spec) for name, _, shape, spec in LAYERS}
-    x = rng.standard_normal((batch, *specs["lrn1"][0])).astype(np.float32)
-    out, cache = lrn.local_response_norm_forward(x, 5, 1e-4, 0.75, 2.0)
-    dout = rng.standard_normal(out.shape).astype(np.float32)
-    for part, work in (("forward", lambda: lrn.local_response_norm_forward(x, 5, 1e-4, 0.75, 2.0)),
-                       ("backward", lambda: lrn.local_response_norm_backward(dout, cache))):
-        cases.append(("threads", "lrn1", part, _on_threads(work)))
-    cases.append(("threads", "pool1", "forward", _on_threads(lambda: pool.max_pool2d_forward(x, 3, 2, 0))))
-    shape, spec = specs["conv2"]
-    conv2 = rng.standard_normal((batch, *shape)).astype(np.float32)
-    forward = _conv_case(spec, conv2, rng, "forward")
-    backward = _conv_case(spec, conv2, rng, "backward")
-    cases.append(("threads", "conv2", "forward", _on_threads(lambda: forward(True))))
-    cases.append(("threads", "conv2", "backward", _on_threads(lambda: backward(False))))  # the default backward
-    return cases
+    if wanted("lrn1") or wanted("pool1"):
+        x = rng.standard_normal((batch, *specs["lrn1"][0])).astype(np.float32)
+    if wanted("lrn1"):
+        out, cache = lrn.local_response_norm_forward(x, 5, 1e-4, 0.75, 2.0)
+        dout = rng.standard_normal(out.shape).astype(np.float32)
+        yield "threads", "lrn1", "forward", _on_threads(lambda: lrn.local_response_norm_forward(x, 5, 1e-4, 0.75, 2.0))
+        yield "threads", "lrn1", "backward", _on_threads(lambda: lrn.local_response_norm_backward(dout, cache))
+    if wanted("pool1"):
+        yield "threads", "pool1", "forward", _on_threads(lambda: pool.max_pool2d_forward(x, 3, 2, 0))
+    if wanted("conv2"):
+        shape, spec = specs["conv2"]
+        conv2 = rng.standard_normal((batch, *shape)).astype(np.float32)
+        forward = _conv_case(spec, conv2, rng, "forward")
+        yield "threads", "conv2", "forward", _on_threads(lambda: forward(True))
+        backward = _conv_case(spec, conv2, rng, "backward")
+        yield "threads", "conv2", "backward", _on_threads(lambda: backward(False))  # the default backward
 
 
 def _on_threads(work):
@@ -213,9 +223,7 @@ def summary(before, after):
 
 def kernel_rows(batch, pairs, names=None):
     rows = []
-    for switch, kernel, part, run in kernel_cases(batch, np.random.default_rng(0)):
-        if names and kernel not in names:
-            continue
+    for switch, kernel, part, run in kernel_cases(batch, np.random.default_rng(0), names):
         rows.append({"switch": switch, "kernel": kernel, "part": part, "batch": batch,
                      **summary(*paired_times(run, pairs))})
         print(f"{switch:18s} {kernel:8s} {part:8s} {rows[-1]['before'] * 1e3:8.1f} -> "
