@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from .common import format_ratio, machine_info, milliseconds, ratio, report_unpublished, write_results
+from .common import format_ratio, machine_info, milliseconds, ratio, report_published, report_unpublished
 from .cpu import kernel_benchmarks, train_step_benchmarks
 from .layer_profile import format_profile, minialex_profile, torch_profile
 
@@ -120,9 +120,7 @@ def main(argv=None):
         return 0
     counts = {"kernels": {"runs": repeats, "warm-up": 1}, "training step": {"runs": repeats, "warm-up": 2},
               "memory": {"steps": 3}}
-    json_path, md_path = write_results(args.name, payload, report, repeats=counts)
-    print(report)
-    print(f"\nwritten: {json_path} and {md_path}")
+    report_published(args.name, payload, report, repeats=counts)
     return 0
 
 

@@ -281,6 +281,14 @@ def write_results(name, payload, markdown, repeats=None):
     return json_path, md_path
 
 
+def report_published(name, payload, report, repeats=None):
+    """Publish a named run (``write_results``), then print its report and where it was written."""
+    json_path, md_path = write_results(name, payload, report, repeats=repeats)
+    print(report)
+    print(f"\nwritten: {json_path} and {md_path}")
+    return json_path, md_path
+
+
 def report_unpublished(report, prog, example=None):
     """Print an ad-hoc run's report and say that nothing was written, and how to publish a run."""
     print(report)

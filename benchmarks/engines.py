@@ -40,8 +40,8 @@ from benchmarks.common import (  # noqa: E402
     machine_info,
     median_time,
     milliseconds,
+    report_published,
     report_unpublished,
-    write_results,
 )
 from benchmarks.kernels import minialex_kernel  # noqa: E402
 from benchmarks.layers import LAYERS  # noqa: E402
@@ -266,10 +266,7 @@ def main(argv=None):
         report_unpublished(report, "python -m benchmarks.engines")
         return 0
     payload = {"suite": "engines", "machine": info, "quick": args.quick, "kernels": rows}
-    json_path, md_path = write_results(args.name, payload, report,
-                                       repeats={"kernels": {"runs": repeats, "warm-up": 1}})
-    print(report)
-    print(f"\nwritten: {json_path} and {md_path}")
+    report_published(args.name, payload, report, repeats={"kernels": {"runs": repeats, "warm-up": 1}})
     return 0
 
 

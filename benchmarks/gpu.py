@@ -43,8 +43,8 @@ from benchmarks.common import (  # noqa: E402
     cpu_model,
     format_ratio,
     median_time,
+    report_published,
     report_unpublished,
-    write_results,
 )
 from benchmarks.cpu import minialex_train_step, torch_train_step  # noqa: E402
 from benchmarks.kernels import minialex_kernel, torch_kernel  # noqa: E402
@@ -339,9 +339,7 @@ def main(argv=None):
     if settings["cpu"]:
         repeats["cpu kernels"] = {"runs": settings["cpu_repeats"], "warm-up": 1}
         repeats["cpu training step"] = {"runs": settings["cpu_step_repeats"], "warm-up": 1}
-    json_path, md_path = write_results(args.name, payload, report, repeats=repeats)
-    print(report)
-    print(f"\nwritten: {json_path} and {md_path}")
+    report_published(args.name, payload, report, repeats=repeats)
     return 0
 
 

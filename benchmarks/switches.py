@@ -29,7 +29,7 @@ import numpy as np
 from minialex.kernels import conv, lrn, pool, sgd, threads
 from minialex.optim import sgd as sgd_optimizer
 
-from .common import format_ratio, machine_info, milliseconds, report_unpublished, write_results
+from .common import format_ratio, machine_info, milliseconds, report_published, report_unpublished
 from .cpu import minialex_train_step
 from .layers import LAYERS
 
@@ -311,9 +311,7 @@ def main(argv=None):
     counts = {"kernels": {"pairs": pairs, "warm-up pairs": 1}}
     if steps:
         counts["training step"] = {"pairs": max(3, pairs), "warm-up pairs": 1}
-    json_path, md_path = write_results(args.name, payload, report, repeats=counts)
-    print(report)
-    print(f"\nwritten: {json_path} and {md_path}")
+    report_published(args.name, payload, report, repeats=counts)
     return 0
 
 
