@@ -290,6 +290,31 @@ def max_pool2d_backward(dout, cache, scatter_on_cpu=True):
     return dx_padded
 
 
+def _smallest_unsigned(largest):
+    """The narrowest unsigned integer dtype that holds 0 .. largest (np.intp beyond 32 bits)."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if largest <= np.iinfo(dtype).max:
+            return dtype
+    return np.intp  # (uint64 + intp would give float64)
+
+
+def _offset_to_shift(argmax, kw, Wp, out):
+    """The flat distance i*Wp + j from a window's corner to its maximum, from its offset i*kw + j.
+
+    i*Wp + j = (i*kw + j) + i*(Wp - kw), with i = offset // kw: three passes
+    of byte (or short) arithmetic into ``out``, an unsigned dtype that holds
+    (kh-1)*Wp + kw-1. Twice as fast as looking the kh*kw shifts up with
+    ``take``, which first widens every offset to a 64-bit index (pool2,
+    chunks of 65k outputs: 62 against 122 microseconds).
+    """
+    # casting="unsafe" lets an int32 argmax (windows over 256 pixels) write
+    # into ``out``; every value is a non-negative shift that fits it.
+    np.floor_divide(argmax, kw, out=out, casting="unsafe")
+    np.multiply(out, Wp - kw, out=out)
+    np.add(out, argmax, out=out, casting="unsafe")
+    return out
+
+
 # Outputs per np.add.at call in the scatter: their int64 target indices
 # (512 KB) stay in the core's cache between being computed and being used.
 SCATTER_CHUNK = 1 << 16
@@ -309,7 +334,8 @@ def _max_pool2d_backward_scatter(dout, cache):
     The planes (n, c) go in chunks of about SCATTER_CHUNK outputs, each chunk
     zeroing its part of dx, computing its targets and adding: the targets are
     used while they are still in cache, instead of one array of N*C*oh*ow
-    int64 written to memory and read back. ``np.add.at`` holds Python's GIL,
+    int64 written to memory and read back. The offset shifts come from
+    ``_offset_to_shift``'s byte arithmetic. ``np.add.at`` holds Python's GIL,
     so on several threads (``threads.split``) one thread's zeroing and index
     arithmetic run while another adds. A pixel belongs to one plane, so the
     sums and their order do not depend on the chunks. Measured on pool1 at
@@ -321,7 +347,8 @@ def _max_pool2d_backward_scatter(dout, cache):
     Hp, Wp = H + 2 * ph, W + 2 * pw
     planes = N * C
     planes_per_chunk = max(1, SCATTER_CHUNK // max(1, oh * ow))
-    offset_shift = np.array([(k // kw) * Wp + k % kw for k in range(kh * kw)], dtype=np.intp)
+    # Holds every shift i*Wp + j, every offset i*kw + j (never larger) and Wp - kw.
+    shift_dtype = _smallest_unsigned(max((kh - 1) * Wp + kw - 1, Wp))
     corner = (np.arange(oh, dtype=np.intp) * (sh * Wp))[:, None] + np.arange(ow, dtype=np.intp) * sw
     # corner + each plane's start, for one chunk of planes (flat within the chunk)
     chunk_base = corner + (np.arange(min(planes_per_chunk, planes), dtype=np.intp) * (Hp * Wp))[:, None, None]
@@ -330,15 +357,16 @@ def _max_pool2d_backward_scatter(dout, cache):
     dx_padded = np.empty((planes, Hp * Wp), dtype=x_dtype)
 
     def scatter_planes(start, stop):
+        chunk_shape = (min(planes_per_chunk, stop - start), oh, ow)
+        shift, target = np.empty(chunk_shape, dtype=shift_dtype), np.empty(chunk_shape, dtype=np.intp)
         for first in range(start, stop, planes_per_chunk):
             last = min(stop, first + planes_per_chunk)
             dx_chunk = dx_padded[first:last]
             dx_chunk.fill(0)
-            # mode="clip" skips take's bounds check (half its time); every
-            # argmax is a valid offset, so nothing is ever clipped.
-            target = offset_shift.take(argmax_planes[first:last], mode="clip")
-            target += chunk_base[: last - first]
-            np.add.at(dx_chunk.reshape(-1), target.reshape(-1), dout_planes[first:last].reshape(-1))
+            chunk_shift, chunk_target = shift[: last - first], target[: last - first]
+            _offset_to_shift(argmax_planes[first:last], kw, Wp, out=chunk_shift)
+            np.add(chunk_base[: last - first], chunk_shift, out=chunk_target)
+            np.add.at(dx_chunk.reshape(-1), chunk_target.reshape(-1), dout_planes[first:last].reshape(-1))
 
     threads.split(scatter_planes, planes, Hp * Wp)
     dx_padded = dx_padded.reshape(N, C, Hp, Wp)

@@ -303,6 +303,30 @@ def test_cpu_scatter_backward_equals_the_clear_loop_bit_for_bit(problem, dtype):
     np.testing.assert_array_equal(fast, clear)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 300))
+def test_offset_to_shift_is_the_flat_distance_to_the_window_maximum(kh, kw, extra_width):
+    """For every offset i*kw + j, in the narrow dtype the scatter picks: i*Wp + j, exactly."""
+    Wp = kw + extra_width  # a padded row is at least as wide as the window
+    offsets = np.arange(kh * kw)
+    argmax = offsets.astype(pool._argmax_dtype(np, kh * kw))
+    dtype = pool._smallest_unsigned(max((kh - 1) * Wp + kw - 1, Wp))
+    shift = pool._offset_to_shift(argmax, kw, Wp, out=np.empty(argmax.shape, dtype=dtype))
+    i, j = np.divmod(offsets, kw)
+    np.testing.assert_array_equal(shift.astype(np.int64), i * Wp + j)
+
+
+def test_scatter_backward_with_windows_over_256_pixels_equals_the_clear_loop():
+    """A 17x17 window: the argmax is int32 and the shifts need 16 bits."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 4, size=(2, 3, 40, 41)).astype(np.float32)
+    out, cache = max_pool2d_forward(x, 17, 3, 8)
+    assert cache.argmax.dtype == np.int32
+    dout = rng.standard_normal(out.shape).astype(np.float32)
+    np.testing.assert_array_equal(pool._max_pool2d_backward_scatter(dout, cache),
+                                  max_pool2d_backward(dout, cache, scatter_on_cpu=False))
+
+
 @settings(max_examples=40, deadline=None)
 @given(pool_problems(), st.integers(1, 40), st.integers(1, 3))
 def test_cpu_scatter_backward_in_any_chunks_on_any_threads_equals_the_clear_loop(problem, chunk, count):
