@@ -31,6 +31,7 @@ CuPy arrays go to the CUDA kernels of ``minialex.kernels.cuda.pool``
 (switched by ``use_fast_paths``).
 """
 
+import functools
 from typing import NamedTuple, Tuple
 
 import numpy as np
@@ -315,9 +316,33 @@ def _offset_to_shift(argmax, kw, Wp, out):
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _window_corners(planes, out_size, stride, padded_size):
+    """(planes, oh, ow) flat indices of every window's top-left pixel in a chunk of padded planes.
+
+    corner[p, y, x] = p*Hp*Wp + y*sh*Wp + x*sw. The same for every call with
+    the same geometry, so it is built once and kept (read-only): on pool5's
+    small planes building it took a tenth of the scatter's time.
+    """
+    (oh, ow), (sh, sw), (Hp, Wp) = out_size, stride, padded_size
+    in_plane = (np.arange(oh, dtype=np.intp) * (sh * Wp))[:, None] + np.arange(ow, dtype=np.intp) * sw
+    corners = in_plane + (np.arange(planes, dtype=np.intp) * (Hp * Wp))[:, None, None]
+    corners.setflags(write=False)
+    return corners
+
+
 # Outputs per np.add.at call in the scatter: their int64 target indices
 # (512 KB) stay in the core's cache between being computed and being used.
 SCATTER_CHUNK = 1 << 16
+
+# np.add.at, most of the scatter's time, runs no faster on two threads than
+# on one; only the zeroing and the index arithmetic around it do. A second
+# thread pays for its hand-off (a few tenths of a millisecond on a small
+# virtual machine) only with this many outputs of its own. Paired on the
+# 2-core EPYC at batch 16, one thread against two: pool5 (147k outputs)
+# 0.72 ms against 0.77-0.87, pool2 (692k) 3.5-4.1 against 3.0-3.2, pool1
+# (1.1M) 6.4 against 4.8-5.1.
+SCATTER_OUTPUTS_PER_THREAD = 1 << 18
 
 
 def _max_pool2d_backward_scatter(dout, cache):
@@ -335,9 +360,10 @@ def _max_pool2d_backward_scatter(dout, cache):
     zeroing its part of dx, computing its targets and adding: the targets are
     used while they are still in cache, instead of one array of N*C*oh*ow
     int64 written to memory and read back. The offset shifts come from
-    ``_offset_to_shift``'s byte arithmetic. ``np.add.at`` holds Python's GIL,
-    so on several threads (``threads.split``) one thread's zeroing and index
-    arithmetic run while another adds. A pixel belongs to one plane, so the
+    ``_offset_to_shift``'s byte arithmetic, the corners from
+    ``_window_corners``. ``np.add.at`` does not run faster on two threads at
+    once, but on several threads (``threads.split``) one thread's zeroing and
+    index arithmetic run while another adds. A pixel belongs to one plane, so the
     sums and their order do not depend on the chunks. Measured on pool1 at
     batch 16 (2-core EPYC): one add.at over the whole batch 12.5-14 ms, in
     chunks 6.7-8.8 ms, in chunks on two threads 6.3-7.3 ms. NumPy only.
@@ -349,9 +375,7 @@ def _max_pool2d_backward_scatter(dout, cache):
     planes_per_chunk = max(1, SCATTER_CHUNK // max(1, oh * ow))
     # Holds every shift i*Wp + j, every offset i*kw + j (never larger) and Wp - kw.
     shift_dtype = _smallest_unsigned(max((kh - 1) * Wp + kw - 1, Wp))
-    corner = (np.arange(oh, dtype=np.intp) * (sh * Wp))[:, None] + np.arange(ow, dtype=np.intp) * sw
-    # corner + each plane's start, for one chunk of planes (flat within the chunk)
-    chunk_base = corner + (np.arange(min(planes_per_chunk, planes), dtype=np.intp) * (Hp * Wp))[:, None, None]
+    chunk_base = _window_corners(min(planes_per_chunk, planes), (oh, ow), (sh, sw), (Hp, Wp))
     argmax_planes = argmax.reshape(planes, oh, ow)
     dout_planes = dout.astype(x_dtype, copy=False).reshape(planes, oh * ow)
     dx_padded = np.empty((planes, Hp * Wp), dtype=x_dtype)
@@ -368,7 +392,10 @@ def _max_pool2d_backward_scatter(dout, cache):
             np.add(chunk_base[: last - first], chunk_shift, out=chunk_target)
             np.add.at(dx_chunk.reshape(-1), chunk_target.reshape(-1), dout_planes[first:last].reshape(-1))
 
-    threads.split(scatter_planes, planes, Hp * Wp)
+    if planes * oh * ow >= 2 * SCATTER_OUTPUTS_PER_THREAD:
+        threads.split(scatter_planes, planes, Hp * Wp)
+    else:
+        scatter_planes(0, planes)
     dx_padded = dx_padded.reshape(N, C, Hp, Wp)
     if ph or pw:
         return np.ascontiguousarray(dx_padded[:, :, ph : ph + H, pw : pw + W])

@@ -337,13 +337,14 @@ def test_cpu_scatter_backward_in_any_chunks_on_any_threads_equals_the_clear_loop
     out, cache = max_pool2d_forward(x, kernel, stride, padding)
     dout = rng.standard_normal(out.shape).astype(np.float32)
     clear = max_pool2d_backward(dout, cache, scatter_on_cpu=False)
-    kept = pool.SCATTER_CHUNK, threads.MIN_ELEMENTS_PER_THREAD
-    pool.SCATTER_CHUNK, threads.MIN_ELEMENTS_PER_THREAD = chunk, 1  # tiny chunks, and every plane worth a thread
+    kept = pool.SCATTER_CHUNK, pool.SCATTER_OUTPUTS_PER_THREAD, threads.MIN_ELEMENTS_PER_THREAD
+    # tiny chunks, and every plane worth a thread
+    pool.SCATTER_CHUNK, pool.SCATTER_OUTPUTS_PER_THREAD, threads.MIN_ELEMENTS_PER_THREAD = chunk, 1, 1
     try:
         with threads.num_threads(count):
             fast = pool._max_pool2d_backward_scatter(dout, cache)
     finally:
-        pool.SCATTER_CHUNK, threads.MIN_ELEMENTS_PER_THREAD = kept
+        pool.SCATTER_CHUNK, pool.SCATTER_OUTPUTS_PER_THREAD, threads.MIN_ELEMENTS_PER_THREAD = kept
     assert fast.dtype == clear.dtype and fast.shape == clear.shape and fast.flags.c_contiguous
     np.testing.assert_array_equal(fast, clear)
 
