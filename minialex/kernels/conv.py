@@ -545,7 +545,6 @@ def _input_grad_batch_innermost(weight_groups, dout, x_shape, kh, kw, stride, pa
     dcol = np.matmul(weight_groups.transpose(0, 2, 1), dout_cols.reshape(G, O // G, oh * ow * N),
                      out=_scratch(np, dcol_shape, dout.dtype))
     dcol = dcol.reshape(C, kh, kw, oh, ow, N)
-    dx_padded = np.empty((C, Hp, Wp, N), dtype=dout.dtype)
     dx = np.empty((N, C, H, W), dtype=dout.dtype)
 
     # A few channels at a time, so that the kh*kw additions into their
@@ -555,9 +554,12 @@ def _input_grad_batch_innermost(weight_groups, dout, x_shape, kh, kw, stride, pa
     block = max(1, ACCUMULATOR_BLOCK_BYTES // (Hp * Wp * N * dout.itemsize))
 
     def channels(first, last):  # the input channels split over the cores
+        # One block's accumulator per thread, reused block after block: only
+        # the block in hand is ever needed, not a padded copy of all of dx.
+        block_accumulator = np.empty((min(block, last - first), Hp, Wp, N), dtype=dout.dtype)
         for start in range(first, last, block):
             stop = min(last, start + block)
-            accumulator = dx_padded[start:stop]
+            accumulator = block_accumulator[: stop - start]
             accumulator.fill(0)
             for i in range(kh):
                 rows = _window_slice(i, sh, oh)
