@@ -254,6 +254,18 @@ def default_scheduler(model):
     return "cosine" if model == "alexnet" else "step"
 
 
+class EveryRankExit(SystemExit):
+    """A refusal that every rank of a --distributed run reaches at the same point.
+
+    It comes from the options every rank parsed alike, or from rank 0's verdict
+    handed to all (``on_rank_zero``), so no rank is left waiting in a
+    collective: the ranks end with a normal MPI finalize instead of an abort.
+    An abort would kill rank 0 at once, and the launcher may then drop the
+    message rank 0 has just written. Outside a --distributed run it is a
+    plain SystemExit.
+    """
+
+
 def read_checkpoint_record(path):
     """The JSON record of a checkpoint (epoch, history, args, ...), read without building a model."""
     try:
@@ -280,7 +292,7 @@ def check_resume_options(args, record):
             continue
         option = "--" + name.replace("_", "-")
         if name in args.given and getattr(args, name) != stored[name]:
-            raise SystemExit(
+            raise EveryRankExit(
                 f"--resume: {option} {getattr(args, name)} differs from the checkpoint's {stored[name]} "
                 f"({args.checkpoint}); a resumed run keeps the checkpoint's settings. Leave {option} out, "
                 "or start a new run with another --out-dir"
@@ -714,7 +726,7 @@ def on_rank_zero(args, work):
             outcome = {"exit": error.code if isinstance(error.code, int | None) else str(error.code)}
     outcome = dist.broadcast_object(outcome)
     if "exit" in outcome:
-        raise SystemExit(outcome["exit"])
+        raise EveryRankExit(outcome["exit"])
     return outcome["result"]
 
 
@@ -731,7 +743,7 @@ def start_distributed(args):
     if args.device.strip().lower().startswith("cuda"):
         args.device = f"cuda:{dist.get_local_rank()}"  # one GPU per process
     if args.batch_size % world_size:
-        raise SystemExit(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
+        raise EveryRankExit(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
                          f"{world_size} ranks")
     return rank, world_size
 
@@ -783,7 +795,7 @@ def main(argv=None):
                   "the global batch stays --batch-size, the order of the images changes")
 
     if args.scheduler == "plateau" and args.val_split == 0:  # checked once a resumed run has its settings
-        raise SystemExit("--scheduler plateau decides on a validation loss: give --val-split N "
+        raise EveryRankExit("--scheduler plateau decides on a validation loss: give --val-split N "
                          "(the test set is never used for a decision)")
     args.world_size = world_size
     ma.manual_seed(args.seed)  # the same initial weights on every rank
@@ -910,11 +922,13 @@ def describe_checkpoint(path, epoch):
 def run_as_script(argv=None):
     """``main`` as a command: under --distributed, stdout and stderr of ranks other than 0 are silenced
     (rank 0 says everything once), and a rank that fails stops every rank (MPI abort) instead of leaving
-    the others waiting in a collective."""
+    the others waiting in a collective. A refusal that every rank reaches together (``EveryRankExit``)
+    ends the ranks normally: nobody waits, and rank 0's message reaches the user intact."""
     argv = sys.argv[1:] if argv is None else argv
     if not parse_args(argv).distributed:
         return main(argv)
     quiet = open(os.devnull, "w") if dist_rank_from_environment() > 0 else None  # noqa: SIM115 - for the whole run
+    code, every_rank = 0, False
     try:
         if quiet is None:
             code = main(argv)
@@ -922,15 +936,15 @@ def run_as_script(argv=None):
             with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
                 code = main(argv)
     except SystemExit as error:
-        code = error.code
+        code, every_rank = error.code, isinstance(error, EveryRankExit)
         if isinstance(code, str):
             if quiet is None:
-                print(code, file=sys.stderr)
+                print(code, file=sys.stderr, flush=True)
             code = 1
     except BaseException:
         print(f"rank {dist.get_rank()}: {traceback.format_exc()}", file=sys.stderr, flush=True)
-        code = 1
-    if code:
+        code, every_rank = 1, False
+    if code and not every_rank:
         dist.abort(code)  # the other ranks may be waiting for this one
     if dist.is_initialized():
         dist.destroy_process_group()

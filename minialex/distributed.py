@@ -178,21 +178,27 @@ def barrier():
 
 # How long a rank other than 0 waits before it aborts the job (see ``abort``).
 ABORT_GRACE_S = 5.0
+# How long rank 0 waits, after flushing, before it aborts: the launcher (mpiexec)
+# forwards a rank's output asynchronously and may drop what is still in flight
+# when the abort kills the job.
+ABORT_DRAIN_S = 0.5
 
 
 def abort(exit_code=1):
     """Stop every rank: one rank that failed alone would leave the others waiting in a collective.
 
-    Rank 0 aborts at once. The other ranks first wait ``ABORT_GRACE_S``
-    seconds: when every rank fails together (a bad option, a missing file),
-    rank 0, the one that speaks to the user, gets its message out before the
-    job is killed; when a rank failed alone, it still ends the job after that.
+    Rank 0 flushes its output and waits ``ABORT_DRAIN_S`` seconds, so the
+    launcher has passed its last words on before the job is killed. The other
+    ranks wait ``ABORT_GRACE_S`` seconds: when every rank fails together (a
+    bad option, a missing file), rank 0, the one that speaks to the user,
+    aborts first; when a rank failed alone, it still ends the job after that.
+    A failure that every rank is known to reach together needs no abort at
+    all: end the ranks normally instead.
     """
     if _group is not None and _group.world_size > 1:
         sys.stdout.flush()
         sys.stderr.flush()
-        if _group.rank != 0:
-            time.sleep(ABORT_GRACE_S)
+        time.sleep(ABORT_DRAIN_S if _group.rank == 0 else ABORT_GRACE_S)
         _group.mpi.COMM_WORLD.Abort(exit_code)
     raise SystemExit(exit_code)
 
