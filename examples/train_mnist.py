@@ -744,7 +744,7 @@ def start_distributed(args):
         args.device = f"cuda:{dist.get_local_rank()}"  # one GPU per process
     if args.batch_size % world_size:
         raise EveryRankExit(f"--batch-size {args.batch_size} is the global batch: it must split evenly over the "
-                         f"{world_size} ranks")
+                            f"{world_size} ranks")
     return rank, world_size
 
 
@@ -796,7 +796,7 @@ def main(argv=None):
 
     if args.scheduler == "plateau" and args.val_split == 0:  # checked once a resumed run has its settings
         raise EveryRankExit("--scheduler plateau decides on a validation loss: give --val-split N "
-                         "(the test set is never used for a decision)")
+                            "(the test set is never used for a decision)")
     args.world_size = world_size
     ma.manual_seed(args.seed)  # the same initial weights on every rank
     (train_loader, val_loader, test_loader), num_classes, channels, ten_crop_size = build_data(args)
@@ -928,7 +928,7 @@ def run_as_script(argv=None):
     if not parse_args(argv).distributed:
         return main(argv)
     quiet = open(os.devnull, "w") if dist_rank_from_environment() > 0 else None  # noqa: SIM115 - for the whole run
-    code, every_rank = 0, False
+    every_rank = False  # set where a refusal is caught
     try:
         if quiet is None:
             code = main(argv)
